@@ -65,7 +65,7 @@ def _batch_indexable(ds, collate_fn):
     try: return _same(ds[idxs], collate_fn([ds[i] for i in idxs.tolist()]))
     except Exception: return False
 
-# %% ../nbs/03_data.ipynb #5005c6d4
+# %% ../nbs/03_data.ipynb #0118e493
 class DataLoader:
     "Batches `(xb, yb)` of `ds` in the order of `sampler`, fetched with one `ds[idxs]` when the dataset allows it"
     def __init__(self, ds, # dataset: `len(ds)` and `ds[i]` -> `(x, y)`
@@ -86,7 +86,9 @@ class DataLoader:
         if self.fast:
             for idxs in self.sampler: yield ds[idxs]
         else:
-            for idxs in self.sampler: yield self.collate_fn([ds[i] for i in idxs.tolist()])
+            for idxs in self.sampler:
+                if isinstance(idxs, torch.Tensor): idxs = idxs.tolist()
+                yield self.collate_fn([ds[i] for i in idxs])
 
 # %% ../nbs/03_data.ipynb #b164683b
 def get_dls(train_ds, valid_ds, # datasets
