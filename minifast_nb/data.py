@@ -11,14 +11,18 @@ from .loss import accuracy
 # %% auto #0
 __all__ = ['Dataset', 'Sampler', 'collate', 'DataLoader', 'get_dls', 'DataBunch', 'validate', 'fit']
 
-# %% ../nbs/03_data.ipynb #4f7d3b61
+# %% ../nbs/03_data.ipynb #66a9c5aa
 class Dataset:
     "Inputs `x` and targets `y` indexed together: `ds[i]` is `(x[i], y[i])` for an int, slice or index tensor"
     def __init__(self, x, y):
         if len(x) != len(y): raise ValueError(f"x and y must have the same length, got len(x)={len(x)} and len(y)={len(y)}")
         self.x, self.y = x, y
+        self._tensors = isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
     def __len__(self): return len(self.x)
-    def __getitem__(self, i): return self.x[i], self.y[i]
+    def __getitem__(self, i):
+        if self._tensors and isinstance(i, torch.Tensor) and i.ndim == 1 and i.dtype in (torch.int64, torch.int32):
+            return self.x.index_select(0, i), self.y.index_select(0, i)  # same as x[i], y[i], faster
+        return self.x[i], self.y[i]
     def __repr__(self): return f"{type(self).__name__}(n={len(self)})"
 
 # %% ../nbs/03_data.ipynb #29dfe1a1
