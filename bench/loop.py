@@ -1,0 +1,174 @@
+"""What minifast_nb's training loop and DataLoader cost next to raw PyTorch and torch's DataLoader.
+
+Run from the repository root:  python bench/loop.py            (about a minute on 2 CPU cores)
+                              python bench/loop.py --quick    (fewer repeats, for a smoke run)
+
+Trains the same MLP (784 -> 50 -> 10, SGD, batch size 64) on 8,000 MNIST-shaped rows (digits upsampled to
+28x28; nothing is downloaded) in four ways (the issue's three, plus the raw loop gathering batches with
+`index_select` as the library's Dataset does, to show the loop's own overhead apart from the data path), interleaved A B C D A B C D ... in one process, and prints the median
+seconds per epoch and each one's ratio to the raw loop. Every epoch, all of them also compute the validation loss
+and accuracy on 2,000 rows, since that is what an epoch of a real training loop does. Then it times the two
+DataLoaders alone and measures memory growth over a long run of the library's loop. Torch runs single-threaded.
+"""
+import argparse, gc, platform, statistics, time
+from functools import partial
+import torch, torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader as TorchDataLoader, TensorDataset
+
+from minifast_nb.datasets import get_digits, normalize
+from minifast_nb.loss import accuracy
+from minifast_nb.data import Dataset, DataLoader, Sampler, DataBunch, get_dls
+from minifast_nb.callbacks import Learner, Runner, Callback, TrainEvalCallback, AvgStatsCallback
+from minifast_nb.annealing import Recorder, ParamScheduler, sched_cos
+
+BS, LR, NH = 64, 0.1, 50
+
+def make_data(n_train=8000, n_valid=2000):
+    "Digits upsampled to 28x28 and repeated to `n_train`+`n_valid` rows, normalized with the training stats"
+    x, y, xv, yv = get_digits()
+    x, y = torch.cat([x, xv]), torch.cat([y, yv])
+    x = F.interpolate(x.view(-1, 1, 8, 8), size=(28, 28), mode='bilinear', align_corners=False).view(-1, 784)
+    idx = torch.arange(n_train + n_valid) % len(x)
+    x, y = x[idx], y[idx]
+    x = x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))  # no two rows identical
+    xt, yt, xv, yv = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+    m, s = xt.mean(), xt.std()
+    return normalize(xt, m, s), yt, normalize(xv, m, s), yv
+
+def make_model(seed):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(784, NH), nn.ReLU(), nn.Linear(NH, 10))
+    return model, torch.optim.SGD(model.parameters(), lr=LR)
+
+def raw_validate(model, xv, yv):
+    model.eval()
+    tot_loss, tot_acc = 0., 0.
+    with torch.no_grad():
+        for i in range(0, len(xv), BS * 2):
+            xb, yb = xv[i:i + BS * 2], yv[i:i + BS * 2]
+            pred = model(xb)
+            tot_loss += F.cross_entropy(pred, yb, reduction='sum').item()
+            tot_acc += (pred.argmax(1) == yb).sum().item()
+    return tot_loss / len(xv), tot_acc / len(xv)
+
+def fit_raw(epochs, data, seed):
+    "1. raw PyTorch: shuffled index tensor, slices of the tensors"
+    x, y, xv, yv = data
+    model, opt = make_model(seed)
+    g = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        model.train()
+        idx = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), BS):
+            b = idx[i:i + BS]
+            loss = F.cross_entropy(model(x[b]), y[b])
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        res = raw_validate(model, xv, yv)
+    return res
+
+def fit_raw_index_select(epochs, data, seed):
+    "1b. raw PyTorch as 1, but batches gathered with `index_select`, as the library's Dataset does"
+    x, y, xv, yv = data
+    model, opt = make_model(seed)
+    g = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        model.train()
+        for b in torch.randperm(len(x), generator=g).split(BS):
+            loss = F.cross_entropy(model(x.index_select(0, b)), y.index_select(0, b))
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        res = raw_validate(model, xv, yv)
+    return res
+
+def fit_torch_dl(epochs, data, seed):
+    "2. raw PyTorch loop on torch.utils.data.DataLoader(TensorDataset(...), shuffle=True)"
+    x, y, xv, yv = data
+    model, opt = make_model(seed)
+    dl = TorchDataLoader(TensorDataset(x, y), batch_size=BS, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    for epoch in range(epochs):
+        model.train()
+        for xb, yb in dl:
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        res = raw_validate(model, xv, yv)
+    return res
+
+def library_runner(data, seed):
+    x, y, xv, yv = data
+    train_dl, valid_dl = get_dls(Dataset(x, y), Dataset(xv, yv), BS, seed=seed)
+    learn = Learner(*make_model(seed), F.cross_entropy, DataBunch(train_dl, valid_dl, c=10))
+    cbfs = [partial(AvgStatsCallback, [accuracy]), Recorder, partial(ParamScheduler, 'lr', sched_cos(LR, LR / 10))]
+    run = Runner(cbs=[TrainEvalCallback()], cb_funcs=cbfs)
+    run.logger = lambda *args: None  # AvgStatsCallback's per-epoch lines: the raw loops print nothing either
+    return learn, run
+
+def fit_library(epochs, data, seed, quiet=True):
+    "3. minifast_nb: Runner + TrainEvalCallback, AvgStatsCallback([accuracy]), Recorder, ParamScheduler"
+    learn, run = library_runner(data, seed)
+    run.fit(epochs, learn)
+    return run.avg_stats.valid_stats.avg_stats
+
+def timed(f, *args):
+    gc.collect()
+    t0 = time.perf_counter(); f(*args); return time.perf_counter() - t0
+
+def cpu_name():
+    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+    except (OSError, StopIteration): return platform.processor() or platform.machine()
+
+def rss_mb():
+    with open('/proc/self/statm') as f: return int(f.read().split()[1]) * 4096 / 2**20
+
+def main(repeats=7, epochs=3, long_epochs=50, dl_repeats=7):
+    torch.set_num_threads(1)
+    data = make_data()
+    ways = {'raw PyTorch (slices)': fit_raw, 'raw PyTorch + torch DataLoader': fit_torch_dl, 'minifast_nb Runner': fit_library,
+            'raw PyTorch (index_select)': fit_raw_index_select}
+    for f in ways.values(): f(1, data, 0)  # warm-up
+    times = {k: [] for k in ways}
+    for r in range(repeats):
+        for k, f in ways.items(): times[k].append(timed(f, epochs, data, r) / epochs)
+    base = statistics.median(times['raw PyTorch (slices)'])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, Python {platform.python_version()}, "
+          f"{cpu_name()}; {repeats} repeats x {epochs} epochs, 8,000 rows, bs {BS}\n")
+    print(f"{'loop':34} {'median s/epoch':>15} {'ratio to raw':>13}")
+    for k, ts in times.items():
+        med = statistics.median(ts); print(f"{k:34} {med:15.4f} {med / base:12.2f}x")
+
+    x, y = data[0], data[1]
+    ours = DataLoader(Dataset(x, y), Sampler(Dataset(x, y), BS, shuffle=True, seed=0))
+    theirs = TorchDataLoader(TensorDataset(x, y), batch_size=BS, shuffle=True)
+    def iterate(dl):
+        for xb, yb in dl: pass
+    dl_times = {'minifast_nb DataLoader': [], 'torch DataLoader': []}
+    for r in range(dl_repeats):
+        dl_times['minifast_nb DataLoader'].append(timed(iterate, ours))
+        dl_times['torch DataLoader'].append(timed(iterate, theirs))
+    print(f"\n{'DataLoader alone (no training)':34} {'batches/s':>15} {'speed-up':>13}")
+    torch_bps = len(theirs) / statistics.median(dl_times['torch DataLoader'])
+    for k, ts in dl_times.items():
+        bps = len(ours) / statistics.median(ts); print(f"{k:34} {bps:15.0f} {bps / torch_bps:12.2f}x")
+
+    class RSSPerEpoch(Callback):
+        "Resident memory (MiB) after each epoch"
+        def begin_fit(self): self.rss = []
+        def after_epoch(self): gc.collect(); self.rss.append(rss_mb())
+    learn, run = library_runner(data, 0)
+    run.add_cbs(RSSPerEpoch())
+    run.fit(long_epochs, learn)
+    rss, losses = run.rss_per_epoch.rss, run.recorder.losses
+    print(f"\nmemory over one {long_epochs}-epoch run of the library's loop: RSS {rss[4]:.1f} MiB after epoch 5, "
+          f"{rss[-1]:.1f} MiB after epoch {long_epochs} ({rss[-1] - rss[4]:+.1f} MiB; peak {max(rss):.1f}); "
+          f"the Recorder holds {len(losses)} losses of type {type(losses[-1]).__name__}")
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--quick', action='store_true', help='3 repeats and a 10-epoch memory run: a smoke run')
+    a = p.parse_args()
+    main(repeats=3, long_epochs=10, dl_repeats=3) if a.quick else main()
