@@ -52,52 +52,35 @@ def raw_validate(model, xv, yv):
             tot_acc += (pred.argmax(1) == yb).sum().item()
     return tot_loss / len(xv), tot_acc / len(xv)
 
-def fit_raw(epochs, data, seed):
-    "1. raw PyTorch: shuffled index tensor, slices of the tensors"
+def raw_fit(epochs, data, seed, batches):
+    "A raw PyTorch loop over the batches `batches(x, y, generator)` gives each epoch; validation after each epoch"
     x, y, xv, yv = data
     model, opt = make_model(seed)
     g = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):
         model.train()
-        idx = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), BS):
-            b = idx[i:i + BS]
-            loss = F.cross_entropy(model(x[b]), y[b])
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-        res = raw_validate(model, xv, yv)
-    return res
-
-def fit_raw_index_select(epochs, data, seed):
-    "1b. raw PyTorch as 1, but batches gathered with `index_select`, as the library's Dataset does"
-    x, y, xv, yv = data
-    model, opt = make_model(seed)
-    g = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
-        model.train()
-        for b in torch.randperm(len(x), generator=g).split(BS):
-            loss = F.cross_entropy(model(x.index_select(0, b)), y.index_select(0, b))
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-        res = raw_validate(model, xv, yv)
-    return res
-
-def fit_torch_dl(epochs, data, seed):
-    "2. raw PyTorch loop on torch.utils.data.DataLoader(TensorDataset(...), shuffle=True)"
-    x, y, xv, yv = data
-    model, opt = make_model(seed)
-    dl = TorchDataLoader(TensorDataset(x, y), batch_size=BS, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    for epoch in range(epochs):
-        model.train()
-        for xb, yb in dl:
+        for xb, yb in batches(x, y, g):
             loss = F.cross_entropy(model(xb), yb)
             loss.backward()
             opt.step()
             opt.zero_grad()
         res = raw_validate(model, xv, yv)
     return res
+
+def slices(x, y, g):
+    "1. a shuffled index tensor, slices of the tensors"
+    idx = torch.randperm(len(x), generator=g)
+    for i in range(0, len(x), BS):
+        b = idx[i:i + BS]
+        yield x[b], y[b]
+
+def torch_dl(x, y, g):
+    "2. torch.utils.data.DataLoader(TensorDataset(...), shuffle=True)"
+    return TorchDataLoader(TensorDataset(x, y), batch_size=BS, shuffle=True, generator=g)
+
+def index_select(x, y, g):
+    "1b. as 1, but gathered with `index_select`, as the library's Dataset does"
+    for b in torch.randperm(len(x), generator=g).split(BS): yield x.index_select(0, b), y.index_select(0, b)
 
 def library_runner(data, seed):
     x, y, xv, yv = data
@@ -128,8 +111,10 @@ def rss_mb():
 def main(repeats=7, epochs=3, long_epochs=50, dl_repeats=7):
     torch.set_num_threads(1)
     data = make_data()
-    ways = {'raw PyTorch (slices)': fit_raw, 'raw PyTorch + torch DataLoader': fit_torch_dl, 'minifast_nb Runner': fit_library,
-            'raw PyTorch (index_select)': fit_raw_index_select}
+    ways = {'raw PyTorch (slices)': partial(raw_fit, batches=slices),
+            'raw PyTorch + torch DataLoader': partial(raw_fit, batches=torch_dl),
+            'minifast_nb Runner': fit_library,
+            'raw PyTorch (index_select)': partial(raw_fit, batches=index_select)}
     for f in ways.values(): f(1, data, 0)  # warm-up
     times = {k: [] for k in ways}
     for r in range(repeats):
