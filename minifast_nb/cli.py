@@ -100,7 +100,7 @@ def write_atomic(path, write):
         Path(tmp).unlink(missing_ok=True)
         raise
 
-# %% ../nbs/06_cli.ipynb #1516275e
+# %% ../nbs/06_cli.ipynb #ffca2de5
 class EpochTable(AvgStatsCallback):
     "Per-sample averages like `AvgStatsCallback`, logged as one table row per epoch (counted from 0) and kept in `rows`"
     def begin_fit(self):
@@ -113,7 +113,7 @@ class EpochTable(AvgStatsCallback):
         row = [self.run.epoch] + self.train_stats.avg_stats + self.valid_stats.avg_stats + [round(t - self.t0, 3)]
         self.t0 = t
         self.rows.append(dict(zip(self.cols, row)))
-        self.run.logger('  '.join(f'{v:>5}' if i == 0 else f'{v:14.4g}' for i, v in enumerate(row)))
+        self.run.logger('  '.join([f'{row[0]:>5}'] + [f'{v:14.4f}' if abs(v) < 1e6 else f'{v:14.4g}' for v in row[1:]]))
 
 # %% ../nbs/06_cli.ipynb #28c72c79
 def one_cycle(lr):
