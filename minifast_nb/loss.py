@@ -43,10 +43,12 @@ def _check_pred_target(pred, target):
         raise ValueError(f"batch size mismatch: predictions have shape {tuple(pred.shape)} but targets have shape "
                          f"{tuple(target.shape)}; pass one target per row of predictions")
 
-# %% ../nbs/01_loss.ipynb #e9a59292
+# %% ../nbs/01_loss.ipynb #f2af2d4b
 def nll(input, target):
     "Mean negative log-likelihood of the `target` classes under log-probabilities `input`"
     _check_pred_target(input, target)
+    if target.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"targets must be integer class indices, got dtype {target.dtype}; convert them with `target.long()`")
     n = input.shape[1]
     bad = (target < 0) | (target >= n)
     if bad.any():
