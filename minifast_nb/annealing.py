@@ -111,7 +111,7 @@ class Recorder(Callback):
     @property
     def losses(self): self._flush(); return self._losses
 
-# %% ../nbs/05_annealing.ipynb #a22898ae
+# %% ../nbs/05_annealing.ipynb #734741f6
 def _get_ax(ax, xlabel, ylabel):
     if ax is None: ax = plt.subplots(figsize=(5, 3.5))[1]
     ax.set_xlabel(xlabel); ax.set_ylabel(ylabel)
@@ -134,19 +134,23 @@ def plot_loss(self:Recorder, skip_last:int=0, # leave out the last `skip_last` b
     ax.plot(losses[:len(losses)-skip_last])
     return ax
 
-@patch
-def plot(self:Recorder, skip_last:int=0, # leave out the last `skip_last` batches (where the loss explodes)
-         pgid:int=-1, # index of the param group
-         ax=None): # matplotlib axes to draw on (default: a new figure)
-    "Plot the training loss against the learning rate of param group `pgid` (log scale); returns the axes"
+# %% ../nbs/05_annealing.ipynb #b530ea2e
+def _plot_loss_vs_lr(lrs, losses, skip_last, ax):
+    "Plot `losses` against `lrs` (log scale), leaving out the last `skip_last` points; returns the axes"
     ax = _get_ax(ax, 'lr', 'loss')
-    losses, lrs = self.losses, self.lrs[pgid]
     n = len(losses) - skip_last
     ax.set_xscale('log')
     ax.plot(lrs[:n], losses[:n])
     return ax
 
-# %% ../nbs/05_annealing.ipynb #42e33a92
+@patch
+def plot(self:Recorder, skip_last:int=0, # leave out the last `skip_last` batches (where the loss explodes)
+         pgid:int=-1, # index of the param group
+         ax=None): # matplotlib axes to draw on (default: a new figure)
+    "Plot the training loss against the learning rate of param group `pgid` (log scale); returns the axes"
+    return _plot_loss_vs_lr(self.lrs[pgid], self.losses, skip_last, ax)
+
+# %% ../nbs/05_annealing.ipynb #1b5a6db1
 class ParamScheduler(Callback):
     "Set hyper-parameter `pname` of every param group from `sched_funcs` at each training batch"
     _order = 1
@@ -170,7 +174,7 @@ class ParamScheduler(Callback):
         pos = run.n_epochs / run.epochs
         for f, pg in zip(self._fs, run.opt.param_groups): pg[self.pname] = f(pos)
 
-# %% ../nbs/05_annealing.ipynb #948bce97
+# %% ../nbs/05_annealing.ipynb #3b2a86d6
 class LR_Find(Callback):
     "Grow the learning rate exponentially each batch until `max_iter` or the loss explodes; restore the model after"
     _order, name = 1, 'lr_find'
@@ -182,9 +186,21 @@ class LR_Find(Callback):
             raise ValueError(f"max_iter must be an int >= 2, got {max_iter!r}")
         if not 0 < min_lr < max_lr: raise ValueError(f"need 0 < min_lr < max_lr, got min_lr={min_lr!r}, max_lr={max_lr!r}")
         self.max_iter, self.min_lr, self.max_lr = max_iter, min_lr, max_lr
-        self.lrs, self.losses = [], []
+        self.lrs, self.losses, self._model_state = [], [], None
+    def begin_batch(self):
+        run = self.run
+        if not run.in_train: return
+        lr = self.min_lr * (self.max_lr/self.min_lr) ** (len(self.lrs) / (self.max_iter-1))
+        for pg in run.opt.param_groups: pg['lr'] = lr
+        self.lrs.append(lr)
+    def after_step(self):
+        loss = self.run.loss.item()
+        self.losses.append(loss)
+        if loss < self.best_loss: self.best_loss = loss
+        if len(self.losses) >= self.max_iter or not math.isfinite(loss) or loss > 10*self.best_loss: raise CancelTrainException()
+    def begin_validate(self): return True  # no validation while searching
 
-# %% ../nbs/05_annealing.ipynb #67af9ea7
+# %% ../nbs/05_annealing.ipynb #9fd50323
 @patch
 def begin_fit(self:LR_Find):
     run = self.run
@@ -197,28 +213,12 @@ def begin_fit(self:LR_Find):
     self._hypers = [{k: copy.deepcopy(v) for k, v in pg.items() if k != 'params'} for pg in run.opt.param_groups]
 
 @patch
-def begin_batch(self:LR_Find):
-    run = self.run
-    if not run.in_train: return
-    lr = self.min_lr * (self.max_lr/self.min_lr) ** (len(self.lrs) / (self.max_iter-1))
-    for pg in run.opt.param_groups: pg['lr'] = lr
-    self.lrs.append(lr)
-
-@patch
-def after_step(self:LR_Find):
-    loss = self.run.loss.item()
-    self.losses.append(loss)
-    if loss < self.best_loss: self.best_loss = loss
-    if len(self.losses) >= self.max_iter or not math.isfinite(loss) or loss > 10*self.best_loss: raise CancelTrainException()
-
-@patch
-def begin_validate(self:LR_Find): return True  # no validation while searching
-
-@patch
 def after_fit(self:LR_Find):
-    "Put back the model's weights and the optimizer's state and hyper-parameters"
+    "Put back the model's weights and the optimizer's state and hyper-parameters; clear the gradients"
+    if self._model_state is None: return  # begin_fit did not run: another callback's begin_fit raised
     run = self.run
     run.model.load_state_dict(self._model_state)
+    run.model.zero_grad()
     if self._opt_state is not None: run.opt.load_state_dict(self._opt_state)
     for pg, h in zip(run.opt.param_groups, self._hypers): pg.update(h)
     self._model_state = self._opt_state = None
@@ -227,8 +227,4 @@ def after_fit(self:LR_Find):
 def plot(self:LR_Find, skip_last:int=0, # leave out the last `skip_last` batches
          ax=None): # matplotlib axes to draw on (default: a new figure)
     "Plot the loss against the learning rate (log scale); returns the axes"
-    ax = _get_ax(ax, 'lr', 'loss')
-    n = len(self.losses) - skip_last
-    ax.set_xscale('log')
-    ax.plot(self.lrs[:n], self.losses[:n])
-    return ax
+    return _plot_loss_vs_lr(self.lrs, self.losses, skip_last, ax)
