@@ -11,17 +11,18 @@ from .loss import accuracy
 # %% auto #0
 __all__ = ['Dataset', 'Sampler', 'collate', 'DataLoader', 'get_dls', 'DataBunch', 'validate', 'fit']
 
-# %% ../nbs/03_data.ipynb #66a9c5aa
+# %% ../nbs/03_data.ipynb #0e11e7eb
 class Dataset:
     "Inputs `x` and targets `y` indexed together: `ds[i]` is `(x[i], y[i])` for an int, slice or index tensor"
     def __init__(self, x, y):
         if len(x) != len(y): raise ValueError(f"x and y must have the same length, got len(x)={len(x)} and len(y)={len(y)}")
         self.x, self.y = x, y
-        self._tensors = isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
+        self._select = all(isinstance(t, torch.Tensor) and t.device.type == 'cpu' for t in (x, y))
     def __len__(self): return len(self.x)
     def __getitem__(self, i):
-        if self._tensors and isinstance(i, torch.Tensor) and i.ndim == 1 and i.dtype in (torch.int64, torch.int32):
-            return self.x.index_select(0, i), self.y.index_select(0, i)  # same as x[i], y[i], faster
+        if self._select and isinstance(i, torch.Tensor) and i.ndim == 1 and i.dtype in (torch.int64, torch.int32):
+            try: return self.x.index_select(0, i), self.y.index_select(0, i)  # same as x[i], y[i], faster
+            except IndexError: pass  # a negative index: x[i] takes it
         return self.x[i], self.y[i]
     def __repr__(self): return f"{type(self).__name__}(n={len(self)})"
 
@@ -94,7 +95,7 @@ class DataLoader:
                 if isinstance(idxs, torch.Tensor): idxs = idxs.tolist()
                 yield self.collate_fn([ds[i] for i in idxs])
 
-# %% ../nbs/03_data.ipynb #b164683b
+# %% ../nbs/03_data.ipynb #85d32091
 def get_dls(train_ds, valid_ds, # datasets
             bs:int, # training batch size; validation uses `2*bs`
             seed:int|None=None, # seed of the training sampler
@@ -106,7 +107,7 @@ def get_dls(train_ds, valid_ds, # datasets
     return (DataLoader(train_ds, Sampler(train_ds, bs, shuffle=True, seed=seed, generator=generator), **kwargs),
             DataLoader(valid_ds, Sampler(valid_ds, bs * 2), **kwargs))
 
-# %% ../nbs/03_data.ipynb #76a1b62d
+# %% ../nbs/03_data.ipynb #892bdc14
 class DataBunch:
     "The training and validation `DataLoader`s (ours or PyTorch's) and the number of classes `c`"
     def __init__(self, train_dl, valid_dl, c:int|None=None): store_attr()
@@ -115,7 +116,7 @@ class DataBunch:
     @property
     def valid_ds(self): return self.valid_dl.dataset
 
-# %% ../nbs/03_data.ipynb #cb2062d3
+# %% ../nbs/03_data.ipynb #e82c3a6a
 def validate(model, loss_func, valid_dl):
     "Loss and accuracy of `model` over `valid_dl`, averaged per sample, as Python floats"
     model.eval()
@@ -127,7 +128,7 @@ def validate(model, loss_func, valid_dl):
     if count == 0: raise ValueError(f"the validation DataLoader yielded no samples: {valid_dl!r}")
     return float(tot_loss / count), float(tot_acc / count)
 
-# %% ../nbs/03_data.ipynb #05bd0984
+# %% ../nbs/03_data.ipynb #3b57b9c0
 def fit(epochs:int, # number of epochs
         model, loss_func, opt, # model, loss function (mean over the batch), optimizer (`step`, `zero_grad`)
         train_dl, valid_dl, # our `DataLoader`s or PyTorch's

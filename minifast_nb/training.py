@@ -12,10 +12,13 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['DummyModule', 'Model', 'SequentialModel', 'Optimizer']
 
-# %% ../nbs/02_training_loop.ipynb #061a22f7
+# %% ../nbs/02_training_loop.ipynb #bb53b319
 class DummyModule:
     "A hand-written module: sub-modules assigned as attributes are registered, and `parameters()` yields theirs"
-    def __init__(self, n_in:int, nh:int, n_out:int):
+    def __init__(self, n_in:int, # number of inputs
+                 nh:int, # number of hidden units
+                 n_out:int, # number of outputs
+                ):
         self._modules = {}
         self.l1 = nn.Linear(n_in, nh)
         self.l2 = nn.Linear(nh, n_out)
@@ -27,10 +30,13 @@ class DummyModule:
         for l in self._modules.values(): yield from l.parameters()
     def __call__(self, x): return self.l2(F.relu(self.l1(x)))
 
-# %% ../nbs/02_training_loop.ipynb #57f24819
+# %% ../nbs/02_training_loop.ipynb #161b2714
 class Model(nn.Module):
     "Linear-ReLU-Linear with its layers in a plain list, each registered with `add_module`"
-    def __init__(self, n_in:int, nh:int, n_out:int):
+    def __init__(self, n_in:int, # number of inputs
+                 nh:int, # number of hidden units
+                 n_out:int, # number of outputs
+                ):
         super().__init__()
         self.layers = [nn.Linear(n_in, nh), nn.ReLU(), nn.Linear(nh, n_out)]
         for i, l in enumerate(self.layers): self.add_module(f'layer_{i}', l)
@@ -65,7 +71,7 @@ def _param_group(g, lr):
     _check_lr(g['lr'])
     return g
 
-# %% ../nbs/02_training_loop.ipynb #cd7b4610
+# %% ../nbs/02_training_loop.ipynb #a1f31564
 class Optimizer:
     "Our SGD: `step()` does `p -= lr * p.grad` for each parameter, with its `lr` from torch-style `param_groups`"
     def __init__(self, params, # iterable of tensors, or list of dicts {'params': ..., 'lr': ...}
@@ -75,7 +81,8 @@ class Optimizer:
         params = list(params)
         if not params: raise ValueError("Optimizer got an empty parameter list")
         groups = params if all(isinstance(g, dict) for g in params) else [{'params': params}]
-        self.param_groups = [_param_group(g, _check_lr(lr)) for g in groups]
+        lr = _check_lr(lr)
+        self.param_groups = [_param_group(g, lr) for g in groups]
         ids = [id(p) for g in self.param_groups for p in g['params']]
         if len(ids) != len(set(ids)): raise ValueError("some parameters appear in more than one param group (or twice in one)")
     def __repr__(self): return f"Optimizer(lr={[g['lr'] for g in self.param_groups]}, n_params={[len(g['params']) for g in self.param_groups]})"
