@@ -14,7 +14,7 @@ __all__ = ['get_model', 'Learner', 'Callback', 'TrainEvalCallback', 'CancelTrain
            'CancelBatchException', 'Runner', 'TestCallback', 'AvgStats', 'AvgStatsCallback', 'TerminateOnNaNCallback',
            'DeviceCallback', 'ProgressCallback']
 
-# %% ../nbs/04_callbacks.ipynb #0515dd88
+# %% ../nbs/04_callbacks.ipynb #661d5731
 def _n_inputs(ds):
     "Number of input features of dataset `ds`"
     x = ds.x if hasattr(ds, 'x') else ds[0][0]
@@ -25,8 +25,9 @@ def get_model(data, # a `DataBunch`: gives the number of inputs and of classes (
               nh:int=50, # hidden units
              ):
     "The course's MLP `Linear(m, nh), ReLU, Linear(nh, data.c)` and a `torch.optim.SGD` on its parameters"
-    if not getattr(data, 'c', None): raise ValueError(f"data.c must be the number of classes, got {getattr(data, 'c', None)!r}: build it as DataBunch(train_dl, valid_dl, c=10)")
-    model = nn.Sequential(nn.Linear(_n_inputs(data.train_ds), nh), nn.ReLU(), nn.Linear(nh, data.c))
+    c = getattr(data, 'c', None)
+    if not c: raise ValueError(f"data.c must be the number of classes, got {c!r}: build it as DataBunch(train_dl, valid_dl, c=10)")
+    model = nn.Sequential(nn.Linear(_n_inputs(data.train_ds), nh), nn.ReLU(), nn.Linear(nh, c))
     return model, optim.SGD(model.parameters(), lr=lr)
 
 # %% ../nbs/04_callbacks.ipynb #c22f978a
@@ -79,7 +80,7 @@ _events = ('begin_fit', 'begin_epoch', 'begin_batch', 'after_pred', 'after_loss'
            'after_batch', 'begin_validate', 'after_epoch', 'after_fit',
            'after_cancel_batch', 'after_cancel_epoch', 'after_cancel_train')
 
-# %% ../nbs/04_callbacks.ipynb #6f107b79
+# %% ../nbs/04_callbacks.ipynb #dc3b4372
 _state = ('learn', 'epochs', 'epoch', 'xb', 'yb', 'pred', 'loss', 'in_train', 'iters', 'iter', 'n_epochs', 'n_iter',
           'dl', 'event', 'cbs', 'logger')
 
@@ -89,7 +90,9 @@ class Runner():
         self.cbs, self.learn, self.in_train, self.logger = [], None, False, print
         self.epoch = self.iter = self.iters = 0
         self.event = self.xb = self.yb = self.pred = self.loss = None
-        self.add_cbs([TrainEvalCallback()] + listify(cbs) + [f() for f in listify(cb_funcs)])
+        cbs = listify(cbs) + [f() for f in listify(cb_funcs)]
+        if not any(isinstance(cb, TrainEvalCallback) for cb in cbs): cbs.insert(0, TrainEvalCallback())
+        self.add_cbs(cbs)
 
     @property
     def model(self): return None if self.learn is None else self.learn.model
@@ -100,7 +103,7 @@ class Runner():
     @property
     def data(self): return None if self.learn is None else self.learn.data
 
-# %% ../nbs/04_callbacks.ipynb #6e53606d
+# %% ../nbs/04_callbacks.ipynb #6fdb6c0d
 def _check_cb(run, cb):
     if not isinstance(cb, Callback):
         hint = f": pass an instance, {cb.__name__}(...), or the class in cb_funcs" if isinstance(cb, type) else ""
@@ -126,6 +129,7 @@ def remove_cbs(self:Runner, cbs):
         if self.__dict__.get(cb.name) is cb: delattr(self, cb.name)
     self._sort_cbs()
 
+# %% ../nbs/04_callbacks.ipynb #1032eb5a
 @patch
 def _sort_cbs(self:Runner):
     self.cbs.sort(key=lambda cb: cb._order)  # stable: equal orders keep the order they were added in
@@ -136,7 +140,7 @@ def _handlers_for(self:Runner, event_name):
     "Bound methods of the callbacks that define `event_name`, in `_order`"
     return [getattr(cb, event_name) for cb in self.cbs if hasattr(type(cb), event_name) or event_name in vars(cb)]
 
-# %% ../nbs/04_callbacks.ipynb #e65098e7
+# %% ../nbs/04_callbacks.ipynb #122d6499
 def _add_note(e, note):
     "Attach `note` to exception `e` (PEP 678); kept in `e.__notes__` where Python cannot print notes"
     if hasattr(e, 'add_note'): e.add_note(note)
@@ -156,7 +160,7 @@ def __call__(self:Runner, event_name):
         raise
     return res
 
-# %% ../nbs/04_callbacks.ipynb #33c4a066
+# %% ../nbs/04_callbacks.ipynb #9ae9b598
 @patch
 def one_batch(self:Runner, xb, yb):
     "One step on `(xb, yb)`: forward, loss, and in training backward, step and zero_grad"
@@ -181,7 +185,7 @@ def _do_batch(self:Runner):
     if self('after_step'): return
     self.opt.zero_grad()
 
-# %% ../nbs/04_callbacks.ipynb #91e00887
+# %% ../nbs/04_callbacks.ipynb #939f17cd
 @patch
 def all_batches(self:Runner, dl):
     "`one_batch` on every batch of `dl`"
@@ -201,7 +205,7 @@ def _do_epoch(self:Runner):
     except CancelEpochException: self('after_cancel_epoch')
     return self('after_epoch')
 
-# %% ../nbs/04_callbacks.ipynb #ff7b8b58
+# %% ../nbs/04_callbacks.ipynb #d786bc7b
 def _check_fit(epochs, learn):
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
         raise ValueError(f"epochs must be an int >= 0, got epochs={epochs!r}")
@@ -213,6 +217,17 @@ def _where(self:Runner):
     "Where training is, for error messages"
     return f"in Runner.fit: epoch {self.epoch}, iteration {self.iter}, in_train={self.in_train}, last event {self.event!r}"
 
+# %% ../nbs/04_callbacks.ipynb #7a68e338
+@patch
+def _after_fit(self:Runner, err):
+    "Run `after_fit` without hiding `err`, the error training raised (if any); drop the learner and last batch"
+    try: self('after_fit')
+    except Exception as e:
+        if err is None: raise
+        _add_note(err, f"after_fit then raised {e!r}")
+    finally: self.learn = self.xb = self.yb = self.pred = self.loss = self.dl = None
+
+# %% ../nbs/04_callbacks.ipynb #a96c9107
 @patch
 def fit(self:Runner, epochs:int, # number of epochs
         learn:Learner, # the model, optimizer, loss function and data to train
@@ -221,20 +236,20 @@ def fit(self:Runner, epochs:int, # number of epochs
     _check_fit(epochs, learn)
     self.epochs, self.learn, self.epoch, self.iter, self.in_train = epochs, learn, 0, 0, False
     self._sort_cbs()
+    err = None
     try:
         if self('begin_fit'): return
         for epoch in range(epochs):
             self.epoch = epoch
             if self._do_epoch(): break
     except CancelTrainException: self('after_cancel_train')
-    except Exception as e:
-        _add_note(e, self._where())
+    except BaseException as e:  # KeyboardInterrupt too, so that an error in after_fit cannot hide it
+        err = e
+        if isinstance(e, Exception): _add_note(e, self._where())
         raise
-    finally:
-        try: self('after_fit')
-        finally: self.learn = self.xb = self.yb = self.pred = self.loss = self.dl = None
+    finally: self._after_fit(err)
 
-# %% ../nbs/04_callbacks.ipynb #091d4a6a
+# %% ../nbs/04_callbacks.ipynb #3b29b2ba
 class TestCallback(Callback):
     "Stops training after 10 optimizer steps (a demo of `CancelTrainException`)"
     _order = 1
@@ -243,7 +258,7 @@ class TestCallback(Callback):
         self.n_steps += 1
         if self.n_steps >= 10: raise CancelTrainException()
 
-# %% ../nbs/04_callbacks.ipynb #bb132f4b
+# %% ../nbs/04_callbacks.ipynb #3dc4b9bc
 class AvgStats():
     "Loss and `metrics` of one phase, summed per sample; `avg_stats` gives the averages as Python floats"
     def __init__(self, metrics, # functions `metric(pred, yb)` returning a batch mean
@@ -260,7 +275,7 @@ class AvgStats():
         self.sums[0].add_(run.loss.detach(), alpha=bn)
         for s, m in zip(self.sums[1:], self.metrics): s.add_(m(pred, yb), alpha=bn)
 
-# %% ../nbs/04_callbacks.ipynb #a3f2f207
+# %% ../nbs/04_callbacks.ipynb #b6de52b6
 @patch(as_prop=True)
 def all_stats(self:AvgStats):
     "Summed loss and metrics as Python floats (NaNs when no batch was seen)"
@@ -278,7 +293,7 @@ def __repr__(self:AvgStats):
     if not self.count: return f"{phase}: no batches"
     return f"{phase}: [" + ", ".join(f"{o:.6f}" for o in self.avg_stats) + "]"
 
-# %% ../nbs/04_callbacks.ipynb #1f9c672b
+# %% ../nbs/04_callbacks.ipynb #b6989e90
 class AvgStatsCallback(Callback):
     "Per-sample averages of the loss and `metrics` over each epoch, in `train_stats` and `valid_stats`"
     def __init__(self, metrics): self.train_stats, self.valid_stats = AvgStats(metrics, True), AvgStats(metrics, False)
@@ -292,7 +307,7 @@ class AvgStatsCallback(Callback):
         self.run.logger(str(self.train_stats))
         self.run.logger(str(self.valid_stats))
 
-# %% ../nbs/04_callbacks.ipynb #3cbf168e
+# %% ../nbs/04_callbacks.ipynb #f2e8501e
 class TerminateOnNaNCallback(Callback):
     "Raise `FloatingPointError` as soon as the loss is NaN or infinite (checked before `backward`)"
     name = 'terminate_on_nan'  # camel2snake would give 'terminate_on_na_n'
@@ -309,7 +324,7 @@ class TerminateOnNaNCallback(Callback):
             raise FloatingPointError(f"loss is {loss} at epoch {run.epoch}, {phase} iteration {run.iter}: training stopped "
                                      f"(lower the learning rate, or check the data for NaNs)")
 
-# %% ../nbs/04_callbacks.ipynb #70d12fe7
+# %% ../nbs/04_callbacks.ipynb #2f8f8d91
 class DeviceCallback(Callback):
     "Train on `device`: moves the model at `begin_fit` and each batch at `begin_batch`"
     _order = -20
@@ -320,7 +335,7 @@ class DeviceCallback(Callback):
         run, dev = self.run, self.device
         run.xb, run.yb = run.xb.to(dev, non_blocking=True), run.yb.to(dev, non_blocking=True)
 
-# %% ../nbs/04_callbacks.ipynb #b24bac77
+# %% ../nbs/04_callbacks.ipynb #cf274b57
 class ProgressCallback(Callback):
     "fastprogress bars over the epochs and over each phase's batches; stats lines are written under them"
     _order = -1
