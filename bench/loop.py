@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader as TorchDataLoader, TensorDataset
 from minifast_nb.datasets import get_digits, normalize
 from minifast_nb.loss import accuracy
 from minifast_nb.data import Dataset, DataLoader, Sampler, DataBunch, get_dls
-from minifast_nb.callbacks import Learner, Runner, Callback, TrainEvalCallback, AvgStatsCallback
+from minifast_nb.callbacks import Learner, Runner, Callback, AvgStatsCallback
 from minifast_nb.annealing import Recorder, ParamScheduler, sched_cos
 
 BS, LR, NH = 64, 0.1, 50
@@ -87,7 +87,7 @@ def library_runner(data, seed):
     train_dl, valid_dl = get_dls(Dataset(x, y), Dataset(xv, yv), BS, seed=seed)
     learn = Learner(*make_model(seed), F.cross_entropy, DataBunch(train_dl, valid_dl, c=10))
     cbfs = [partial(AvgStatsCallback, [accuracy]), Recorder, partial(ParamScheduler, 'lr', sched_cos(LR, LR / 10))]
-    run = Runner(cbs=[TrainEvalCallback()], cb_funcs=cbfs)
+    run = Runner(cb_funcs=cbfs)  # Runner brings its TrainEvalCallback
     run.logger = lambda *args: None  # AvgStatsCallback's per-epoch lines: the raw loops print nothing either
     return learn, run
 
