@@ -140,12 +140,7 @@ def _handlers_for(self:Runner, event_name):
     "Bound methods of the callbacks that define `event_name`, in `_order`"
     return [getattr(cb, event_name) for cb in self.cbs if hasattr(type(cb), event_name) or event_name in vars(cb)]
 
-# %% ../nbs/04_callbacks.ipynb #122d6499
-def _add_note(e, note):
-    "Attach `note` to exception `e` (PEP 678); kept in `e.__notes__` where Python cannot print notes"
-    if hasattr(e, 'add_note'): e.add_note(note)
-    else: e.__notes__ = getattr(e, '__notes__', []) + [note]
-
+# %% ../nbs/04_callbacks.ipynb #0a20568f
 @patch
 def __call__(self:Runner, event_name):
     "Run `event_name` on every callback that defines it, in `_order`; True if any of them returned True"
@@ -156,7 +151,7 @@ def __call__(self:Runner, event_name):
         for f in fs: res = f() or res
     except _cancels: raise
     except Exception as e:
-        _add_note(e, f"raised by {f.__qualname__} in event {event_name!r}")
+        e.add_note(f"raised by {f.__qualname__} in event {event_name!r}")
         raise
     return res
 
@@ -217,17 +212,17 @@ def _where(self:Runner):
     "Where training is, for error messages"
     return f"in Runner.fit: epoch {self.epoch}, iteration {self.iter}, in_train={self.in_train}, last event {self.event!r}"
 
-# %% ../nbs/04_callbacks.ipynb #7a68e338
+# %% ../nbs/04_callbacks.ipynb #eed8c0ac
 @patch
 def _after_fit(self:Runner, err):
     "Run `after_fit` without hiding `err`, the error training raised (if any); drop the learner and last batch"
     try: self('after_fit')
     except Exception as e:
         if err is None: raise
-        _add_note(err, f"after_fit then raised {e!r}")
+        err.add_note(f"after_fit then raised {e!r}")
     finally: self.learn = self.xb = self.yb = self.pred = self.loss = self.dl = None
 
-# %% ../nbs/04_callbacks.ipynb #a96c9107
+# %% ../nbs/04_callbacks.ipynb #aafc3e11
 @patch
 def fit(self:Runner, epochs:int, # number of epochs
         learn:Learner, # the model, optimizer, loss function and data to train
@@ -245,7 +240,7 @@ def fit(self:Runner, epochs:int, # number of epochs
     except CancelTrainException: self('after_cancel_train')
     except BaseException as e:  # KeyboardInterrupt too, so that an error in after_fit cannot hide it
         err = e
-        if isinstance(e, Exception): _add_note(e, self._where())
+        if isinstance(e, Exception): e.add_note(self._where())
         raise
     finally: self._after_fit(err)
 
