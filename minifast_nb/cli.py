@@ -56,7 +56,7 @@ def get_parser():
     p.add_argument('--no-progress', action='store_true', help="no progress bars (they are shown only when the output is a terminal; the table is always printed)")
     return p
 
-# %% ../nbs/06_cli.ipynb #3ef304ae
+# %% ../nbs/06_cli.ipynb #1c14d757
 class CliError(Exception):
     "A problem with the command line or the environment, reported as one line and exit status 1"
 
@@ -72,7 +72,7 @@ def load_data(args):
             raise CliError(f"data folder {args.data_dir} does not exist: pass the folder holding the 4 MNIST "
                            f"files, or add --download to fetch them into it")
         try: x_train, y_train, x_valid, y_valid = get_mnist(args.data_dir, download=args.download)
-        except (OSError, ValueError) as e: raise CliError(_one_line(e)) from e
+        except (OSError, ValueError) as e: raise CliError(f"{_one_line(e)} (from the command line: --data digits)") from e
     m, s = x_train.mean(), x_train.std()
     train_ds, valid_ds = Dataset(normalize(x_train, m, s), y_train), Dataset(normalize(x_valid, m, s), y_valid)
     return DataBunch(*get_dls(train_ds, valid_ds, args.bs, seed=args.seed), c=10)
