@@ -9,7 +9,7 @@ from fastcore.basics import store_attr
 from .loss import accuracy
 
 # %% auto #0
-__all__ = ['Dataset', 'Sampler', 'collate', 'DataLoader', 'get_dls', 'DataBunch', 'validate', 'fit']
+__all__ = ['Dataset', 'check_int', 'Sampler', 'collate', 'DataLoader', 'get_dls', 'DataBunch', 'validate', 'fit']
 
 # %% ../nbs/03_data.ipynb #0e11e7eb
 class Dataset:
@@ -26,13 +26,17 @@ class Dataset:
         return self.x[i], self.y[i]
     def __repr__(self): return f"{type(self).__name__}(n={len(self)})"
 
-# %% ../nbs/03_data.ipynb #29dfe1a1
-def _check_bs(bs):
-    if isinstance(bs, bool) or not isinstance(bs, numbers.Integral) or bs < 1:
-        raise ValueError(f"batch size must be an int >= 1, got bs={bs!r}")
-    return int(bs)
+# %% ../nbs/03_data.ipynb #192d65a2
+def check_int(v, # the value to check
+              name:str, # its argument name, for the message
+              min_value:int=1, # the smallest value allowed
+             )->int:
+    "`v` as an `int`, or a `ValueError` naming `name` if it is not an integer >= `min_value`"
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < min_value:
+        raise ValueError(f"{name} must be an int >= {min_value}, got {name}={v!r}")
+    return int(v)
 
-# %% ../nbs/03_data.ipynb #f881571f
+# %% ../nbs/03_data.ipynb #6759f681
 class Sampler:
     "Iterate over index tensors, one per batch of `bs`; a new permutation each epoch when `shuffle`"
     def __init__(self, ds, # dataset (only its length is used)
@@ -41,7 +45,7 @@ class Sampler:
                  seed:int|None=None, # seed of the sampler's own `torch.Generator` (reproducible epochs)
                  generator:torch.Generator|None=None, # or a generator to draw the permutations from
                 ):
-        self.n, self.bs, self.shuffle = len(ds), _check_bs(bs), shuffle
+        self.n, self.bs, self.shuffle = len(ds), check_int(bs, 'bs'), shuffle
         if self.n == 0: raise ValueError(f"cannot sample batches from an empty dataset (len(ds)=0): {ds!r}")
         if seed is not None and generator is not None: raise ValueError("pass either seed or generator, not both")
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else generator
@@ -95,7 +99,7 @@ class DataLoader:
                 if isinstance(idxs, torch.Tensor): idxs = idxs.tolist()
                 yield self.collate_fn([ds[i] for i in idxs])
 
-# %% ../nbs/03_data.ipynb #85d32091
+# %% ../nbs/03_data.ipynb #a534e1da
 def get_dls(train_ds, valid_ds, # datasets
             bs:int, # training batch size; validation uses `2*bs`
             seed:int|None=None, # seed of the training sampler
@@ -103,11 +107,11 @@ def get_dls(train_ds, valid_ds, # datasets
             **kwargs, # passed to both `DataLoader`s (e.g. `collate_fn`)
            ):
     "Training `DataLoader` (shuffled) and validation `DataLoader` (in order, batch size `2*bs`)"
-    bs = _check_bs(bs)
+    bs = check_int(bs, 'bs')
     return (DataLoader(train_ds, Sampler(train_ds, bs, shuffle=True, seed=seed, generator=generator), **kwargs),
             DataLoader(valid_ds, Sampler(valid_ds, bs * 2), **kwargs))
 
-# %% ../nbs/03_data.ipynb #892bdc14
+# %% ../nbs/03_data.ipynb #bf6c8b02
 class DataBunch:
     "The training and validation `DataLoader`s (ours or PyTorch's) and the number of classes `c`"
     def __init__(self, train_dl, valid_dl, c:int|None=None): store_attr()
@@ -116,7 +120,7 @@ class DataBunch:
     @property
     def valid_ds(self): return self.valid_dl.dataset
 
-# %% ../nbs/03_data.ipynb #e82c3a6a
+# %% ../nbs/03_data.ipynb #d0d37be6
 def validate(model, loss_func, valid_dl):
     "Loss and accuracy of `model` over `valid_dl`, averaged per sample, as Python floats"
     model.eval()
@@ -128,14 +132,13 @@ def validate(model, loss_func, valid_dl):
     if count == 0: raise ValueError(f"the validation DataLoader yielded no samples: {valid_dl!r}")
     return float(tot_loss / count), float(tot_acc / count)
 
-# %% ../nbs/03_data.ipynb #3b57b9c0
+# %% ../nbs/03_data.ipynb #94700420
 def fit(epochs:int, # number of epochs
         model, loss_func, opt, # model, loss function (mean over the batch), optimizer (`step`, `zero_grad`)
         train_dl, valid_dl, # our `DataLoader`s or PyTorch's
        ):
     "Train `model` for `epochs`, validate after each epoch; returns the last `(valid_loss, valid_acc)`"
-    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got epochs={epochs!r}")
+    check_int(epochs, 'epochs')
     for epoch in range(epochs):
         model.train()
         for xb, yb in train_dl:
