@@ -5,6 +5,7 @@
 # %% ../nbs/04_callbacks.ipynb #f17d81a5
 from __future__ import annotations
 import math, re, torch
+from itertools import islice
 from torch import nn, optim
 from fastcore.basics import camel2snake, listify, patch
 from fastprogress.fastprogress import master_bar, progress_bar
@@ -82,15 +83,15 @@ _events = ('begin_fit', 'begin_epoch', 'begin_batch', 'after_pred', 'after_loss'
            'after_cancel_batch', 'after_cancel_epoch', 'after_cancel_train')
 
 # %% ../nbs/04_callbacks.ipynb #dc3b4372
-_state = ('learn', 'epochs', 'epoch', 'xb', 'yb', 'pred', 'loss', 'in_train', 'iters', 'iter', 'n_epochs', 'n_iter',
-          'dl', 'event', 'cbs', 'logger')
+_state = ('learn', 'epochs', 'epoch', 'xb', 'yb', 'pred', 'loss', 'loss_grad', 'in_train', 'iters', 'iter', 'n_epochs', 'n_iter',
+          'start_iter', 'dl', 'event', 'cbs', 'logger')
 
 class Runner():
     "The training loop: calls the events of its callbacks (`cbs` instances, `cb_funcs` factories) around each step"
     def __init__(self, cbs=None, cb_funcs=None):
         self.cbs, self.learn, self.in_train, self.logger = [], None, False, print
-        self.epoch = self.iter = self.iters = 0
-        self.event = self.xb = self.yb = self.pred = self.loss = None
+        self.epoch = self.iter = self.iters = self.start_iter = 0
+        self.event = self.xb = self.yb = self.pred = self.loss = self.loss_grad = None
         cbs = listify(cbs) + [f() for f in listify(cb_funcs)]
         if not any(isinstance(cb, TrainEvalCallback) for cb in cbs): cbs.insert(0, TrainEvalCallback())
         self.add_cbs(cbs)
@@ -160,7 +161,7 @@ def __call__(self:Runner, event_name):
 @patch
 def one_batch(self:Runner, xb, yb):
     "One step on `(xb, yb)`: forward, loss, and in training backward, step and zero_grad"
-    self.xb, self.yb = xb, yb
+    self.xb, self.yb, self.pred, self.loss, self.loss_grad = xb, yb, None, None, None  # nothing stale
     try: self._do_batch()
     except CancelBatchException: self('after_cancel_batch')
     except (CancelEpochException, CancelTrainException):
@@ -173,9 +174,9 @@ def _do_batch(self:Runner):
     if self('begin_batch'): return
     self.pred = self.model(self.xb)
     if self('after_pred'): return
-    self.loss = self.loss_func(self.pred, self.yb)
+    self.loss = self.loss_grad = self.loss_func(self.pred, self.yb)  # after_loss may swap loss_grad
     if self('after_loss') or not self.in_train: return
-    self.loss.backward()
+    self.loss_grad.backward()
     if self('after_backward'): return
     self.opt.step()
     if self('after_step'): return
@@ -184,9 +185,10 @@ def _do_batch(self:Runner):
 # %% ../nbs/04_callbacks.ipynb #939f17cd
 @patch
 def all_batches(self:Runner, dl):
-    "`one_batch` on every batch of `dl`"
-    self.iters = len(dl)
-    for i, (xb, yb) in enumerate(dl):
+    "`one_batch` on every batch of `dl`; a training pass first skips `start_iter` batches (resume), then zeroes it"
+    self.iters, start = len(dl), (self.start_iter if self.in_train else 0)
+    if start: self.start_iter, dl = 0, islice(dl, start, None)
+    for i, (xb, yb) in enumerate(dl, start):
         self.iter = i
         self.one_batch(xb, yb)
 
@@ -220,7 +222,7 @@ def _after_fit(self:Runner, err):
     except Exception as e:
         if err is None: raise
         err.add_note(f"after_fit then raised {e!r}")
-    finally: self.learn = self.xb = self.yb = self.pred = self.loss = self.dl = None
+    finally: self.learn = self.xb = self.yb = self.pred = self.loss = self.loss_grad = self.dl = None
 
 # %% ../nbs/04_callbacks.ipynb #aafc3e11
 @patch
@@ -229,12 +231,13 @@ def fit(self:Runner, epochs:int, # number of epochs
        ):
     "Train `learn` for `epochs` epochs, calling the callbacks' events; `after_fit` always runs"
     _check_fit(epochs, learn)
-    self.epochs, self.learn, self.epoch, self.iter, self.in_train = epochs, learn, 0, 0, False
+    self.epochs, self.learn, self.in_train = epochs, learn, False
+    self.epoch, self.iter, self.start_iter = 0, 0, 0
     self._sort_cbs()
     err = None
     try:
         if self('begin_fit'): return
-        for epoch in range(epochs):
+        for epoch in range(self.epoch, epochs):  # begin_fit may move epoch on (resume)
             self.epoch = epoch
             if self._do_epoch(): break
     except CancelTrainException: self('after_cancel_train')
