@@ -17,7 +17,7 @@ licenses = {
 }
 statuses = ['0 - Pre-Planning', '1 - Planning', '2 - Pre-Alpha', '3 - Alpha',
             '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']
-py_versions = '3.9 3.10 3.11 3.12 3.13'.split()
+py_versions = '3.9 3.10 3.11 3.12 3.13 3.14 3.15'.split()
 
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 min_python = cfg['min_python']
