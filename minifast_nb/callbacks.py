@@ -80,11 +80,11 @@ def after_batch(self:TrainEvalCallback):
 
 # %% ../nbs/04_callbacks.ipynb #a14c4bb6
 class CancelTrainException(Exception):
-    "Raise in `begin_fit` ... `after_epoch` to stop the fit (then `after_cancel_train`, `after_fit`)"
+    "Raise in any event from `begin_fit` to `after_epoch` (not `after_cancel_*`) to stop the fit; then `after_cancel_train`, `after_fit` run"
 class CancelEpochException(Exception):
-    "Raise in `begin_epoch` ... `begin_validate` to skip the rest of this epoch, validation included (then `after_cancel_epoch`, `after_epoch`)"
+    "Raise in `begin_epoch`, a batch event, `after_batch` or `begin_validate` to skip the rest of this epoch, validation included; then `after_cancel_epoch`, `after_epoch` run"
 class CancelBatchException(Exception):
-    "Raise in `begin_batch` ... `after_step` to skip the rest of this batch (then `after_cancel_batch`, `after_batch`)"
+    "Raise in `begin_batch`, `after_pred`, `after_loss`, `after_backward` or `after_step` to skip the rest of this batch; then `after_cancel_batch`, `after_batch` run"
 _cancels = (CancelBatchException, CancelEpochException, CancelTrainException)
 
 # %% ../nbs/04_callbacks.ipynb #18d31f5b
@@ -280,7 +280,7 @@ def _after_fit(self:Runner, err):
 def fit(self:Runner, epochs:int, # number of epochs
         learn:Learner, # the model, optimizer, loss function and data to train
        ):
-    "Train `learn` for `epochs` epochs, calling the callbacks' events; every `after_fit` always runs"
+    "Train `learn` for `epochs` epochs; every `after_fit` always runs. To resume, a `begin_fit` callback may set `run.epoch` and `run.start_iter`"
     _check_fit(epochs, learn)
     self.epochs, self.learn, self.in_train = epochs, learn, False
     self.epoch, self.iter, self.start_iter = 0, 0, 0
