@@ -9,7 +9,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['EXIT_CODES', 'OUTPUTS', 'get_parser', 'parse_args', 'CliError', 'check_device', 'output_folder', 'load_data',
-           'epoch_table', 'one_cycle', 'make_callbacks', 'make_model', 'train', 'plot_curves', 'replace_all',
+           'epoch_table', 'one_cycle', 'make_callbacks', 'make_model', 'train', 'curves_figure', 'replace_all',
            'check_targets', 'write_set', 'run_title', 'save_results', 'Terminated', 'run', 'main', 'cli']
 
 # %% ../nbs/10_cli.ipynb #e76383ad
@@ -31,12 +31,14 @@ class _Parser(argparse.ArgumentParser):
         args = sys.argv[1:] if args is None else list(args)
         return super().parse_known_args(_join_values(args, self._actions), namespace)
 
-# %% ../nbs/10_cli.ipynb #2f430436
+# %% ../nbs/10_cli.ipynb #c06a1725
+_kinds = {int: 'an integer', float: 'a number'}
+
 def _positive(typ, name):
     "An argparse `type` that parses `typ` and refuses values <= 0, infinity and NaN"
     def _inner(s):
         try: v = typ(s)
-        except ValueError: raise argparse.ArgumentTypeError(f"{name} must be a {typ.__name__}, got {s!r}") from None
+        except ValueError: raise argparse.ArgumentTypeError(f"{name} must be {_kinds[typ]}, got {s!r}") from None
         if not v > 0: raise argparse.ArgumentTypeError(f"{name} must be > 0, got {s}")
         if v == math.inf: raise argparse.ArgumentTypeError(f"{name} must be finite, got {s}")
         return v
@@ -258,11 +260,11 @@ def train(args, data, device):
     except FloatingPointError as e: raise CliError(str(e)) from e
     return run, model
 
-# %% ../nbs/10_cli.ipynb #28f9447f
-def plot_curves(rows:list, # the per-epoch rows of `metrics.json`
-                losses:list, lrs:list, # per training batch
-                title:str, fname):
-    "Save loss, accuracy and learning rate against the epoch, train and valid, as one PNG figure"
+# %% ../nbs/10_cli.ipynb #969b6bf9
+def curves_figure(rows:list, # the per-epoch rows of `metrics.json`
+                  losses:list, lrs:list, # per training batch
+                  title:str):
+    "Loss, accuracy and learning rate against the epoch, train and valid, on one matplotlib `Figure`"
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
     fig = Figure(figsize=(13, 4), layout='constrained')
@@ -274,7 +276,7 @@ def plot_curves(rows:list, # the per-epoch rows of `metrics.json`
     for ax, name in ((ax_loss, 'loss'), (ax_acc, 'accuracy'), (ax_lr, 'learning rate')):
         ax.set(xlabel='epoch', ylabel=name, title=name, xlim=(0, len(rows)))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True)); ax.grid(alpha=0.3)
-    fig.savefig(fname, format='png', dpi=100)
+    return fig
 
 # %% ../nbs/10_cli.ipynb #c36c355f
 def _batch_x(n_batches, n_epochs): return [(i + 1) * n_epochs / n_batches for i in range(n_batches)]
@@ -347,15 +349,16 @@ def _save_model(model, fname):
     import torch
     with open(fname, 'wb') as f: torch.save({k: v.cpu() for k, v in model.state_dict().items()}, f)  # a file object: a full disk raises OSError
 
-# %% ../nbs/10_cli.ipynb #2b2eeb80
+# %% ../nbs/10_cli.ipynb #cc0336ee
 def save_results(out, args, run, model):
     "Write `model.pt`, `metrics.json` and `curves.png` into `out` as one set"
     rows, rec = run.epoch_table.rows, run.recorder
     metrics = dict(args=vars(args), epochs=rows, final={k: v for k, v in rows[-1].items() if k != 'epoch'},
                    n_train_batches=len(rec.losses))
+    title = f"{run_title(args)}: valid accuracy {rows[-1]['valid_accuracy']:.4f}"
     try: write_set(out, {'model.pt': lambda p: _save_model(model, p),
                          'metrics.json': lambda p: Path(p).write_text(json.dumps(metrics, indent=2) + '\n'),
-                         'curves.png': lambda p: plot_curves(rows, rec.losses, rec.lrs[-1], run_title(args), p)})
+                         'curves.png': lambda p: curves_figure(rows, rec.losses, rec.lrs[-1], title).savefig(p, format='png', dpi=100)})
     except OSError as e: raise CliError(f"cannot write the results to {out} ({e.strerror or e}); the previous results there are unchanged") from e
 
 # %% ../nbs/10_cli.ipynb #51e15b85
