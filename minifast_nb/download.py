@@ -137,7 +137,7 @@ def _fetch(url, dest, md5, timeout, deadline, max_bytes):
 def _check_name(fname):
     "Raise unless `fname` is a plain file name (no folder part)"
     if not isinstance(fname, str): raise TypeError(f"fname must be a file name (str), got {fname!r}")
-    if Path(fname).name != fname or fname in ('.', '..') or '\\' in fname or '\0' in fname:
+    if not fname or Path(fname).name != fname or fname in ('.', '..') or '\\' in fname or '\0' in fname:
         raise ValueError(f"fname must be a plain file name such as 'train-images-idx3-ubyte.gz', got {fname!r}")
 
 # %% ../nbs/09_download.ipynb #81549b0e
