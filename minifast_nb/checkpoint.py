@@ -30,13 +30,14 @@ def _np_state():
 def _set_np_state(s):
     np.random.set_state(('MT19937', s['keys'].numpy().astype(np.uint32), s['pos'], s['has_gauss'], s['gauss']))
 
-# %% ../nbs/06_checkpoint.ipynb #3d92cbee
+# %% ../nbs/06_checkpoint.ipynb #9108fd6f
 def rng_state()->dict:
     "The states of torch's CPU generator (and CUDA's once in use), of Python's `random` and of NumPy's"
     st = {'torch': torch.get_rng_state(), 'python': random.getstate(), 'numpy': _np_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized(): st['cuda'] = torch.cuda.get_rng_state_all()
     return st
 
+# %% ../nbs/06_checkpoint.ipynb #30b279ff
 def set_rng_state(st:dict):
     "Put back the states that `rng_state` returned"
     torch.set_rng_state(st['torch'])
@@ -63,12 +64,13 @@ def set_data_rng_state(data, st:dict):
     set_rng_state(st)
     for g, s in zip(_data_generators(data), st['generators']): g.set_state(s)
 
-# %% ../nbs/06_checkpoint.ipynb #abb70ec8
+# %% ../nbs/06_checkpoint.ipynb #9acc3755
 def opt_state(opt)->dict:
     "`opt.state_dict()`, or for an optimizer without one (ours) the hyper-parameters of each param group"
     if hasattr(opt, 'state_dict'): return opt.state_dict()
     return {'param_groups': [{k: v for k, v in pg.items() if k != 'params'} for pg in opt.param_groups]}
 
+# %% ../nbs/06_checkpoint.ipynb #8a09d6dc
 def load_opt_state(opt, sd:dict):
     "Put back the state that `opt_state` returned"
     if hasattr(opt, 'load_state_dict'): return opt.load_state_dict(sd)
@@ -92,7 +94,7 @@ def load_state_dict(self:AvgStats, sd, device='cpu'):
     self.count = sd['count']
     self.sums = None if sd['sums'] is None else [s.clone() for s in sd['sums'].to(device)]
 
-# %% ../nbs/06_checkpoint.ipynb #ed3b9884
+# %% ../nbs/06_checkpoint.ipynb #74df47b3
 @patch
 def state_dict(self:AvgStatsCallback): return {'train': self.train_stats.state_dict(), 'valid': self.valid_stats.state_dict()}
 
@@ -100,6 +102,7 @@ def _device(model):
     p = None if model is None else next(model.parameters(), None)
     return torch.device('cpu') if p is None else p.device
 
+# %% ../nbs/06_checkpoint.ipynb #31473c4c
 @patch
 def load_state_dict(self:AvgStatsCallback, sd):
     device = _device(self.run.model)
@@ -125,28 +128,32 @@ def load_cb_states(run, sds:dict):
     for k, sd in sds.items():
         if k in cbs: cbs[k].load_state_dict(sd)
 
-# %% ../nbs/06_checkpoint.ipynb #3d828ac3
+# %% ../nbs/06_checkpoint.ipynb #02190a46
 def _save_synced(obj, f):
     "`torch.save(obj)` into the open file `f`, flushed to the disk"
     torch.save(obj, f)
     f.flush()
     os.fsync(f.fileno())
 
+# %% ../nbs/06_checkpoint.ipynb #f380e7a2
 def _write_atomic(obj, path):
+    "Write `obj` to a temporary file beside `path`, then rename it to `path`; on failure, delete it"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")  # same folder: same file system
     try:
         with open(tmp, 'xb') as f: _save_synced(obj, f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, Exception): e.add_note(f"while writing checkpoint {path}: the file there is unchanged")
         raise
 
-# %% ../nbs/06_checkpoint.ipynb #6cbb5262
+# %% ../nbs/06_checkpoint.ipynb #9bff5d54
 def is_saving_rank()->bool:
     "False in the processes of a `torch.distributed` job other than rank 0: one process writes the files"
     dist = torch.distributed
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
+# %% ../nbs/06_checkpoint.ipynb #c92769b6
 def write_checkpoint(obj, path)->Path|None:
     "The one function that writes checkpoint files: on rank 0 only, atomically; returns the path, or None if not written"
     if not is_saving_rank(): return None
@@ -154,10 +161,11 @@ def write_checkpoint(obj, path)->Path|None:
     _write_atomic(obj, path)
     return path
 
-# %% ../nbs/06_checkpoint.ipynb #d4afde47
+# %% ../nbs/06_checkpoint.ipynb #9e10319b
 _FORMAT = 'minifast_nb.checkpoint'
-def _first_line(e): return re.sub(r'\x1b\[[0-9;]*m', '', (str(e).strip().splitlines() or [''])[0])[:200]
+def _first_line(e): return re.sub(r'\x1b\[[0-9;]*m', '', (str(e).strip().splitlines() or [''])[0])[:200]  # no colour codes
 
+# %% ../nbs/06_checkpoint.ipynb #cd31d9cf
 def read_checkpoint(path)->dict:
     "The checkpoint in `path`, on the CPU; a truncated or foreign file is a `ValueError` naming it"
     path = Path(path)
@@ -213,7 +221,7 @@ class CheckpointCallback(Callback):
         self.active = self.interrupted = self._want = self._stop = False
         self.pending = None
 
-# %% ../nbs/06_checkpoint.ipynb #5452b3c4
+# %% ../nbs/06_checkpoint.ipynb #d512ded0
 @patch
 def state(self:CheckpointCallback, epoch:int, it:int, finished:bool=False)->dict:
     "Everything needed to continue `self.run` before training batch `it` of `epoch`"
@@ -222,13 +230,14 @@ def state(self:CheckpointCallback, epoch:int, it:int, finished:bool=False)->dict
             'n_epochs': run.n_epochs, 'n_iter': run.n_iter, 'model': run.model.state_dict(), 'opt': opt_state(run.opt),
             'epoch_rng': now if it == 0 else self._epoch_rng, 'rng': now, 'callbacks': cb_states(run), 'extra': self.extra}
 
+# %% ../nbs/06_checkpoint.ipynb #1c35726f
 @patch
 def save(self:CheckpointCallback, epoch:int, it:int, finished:bool=False):
     "Write the checkpoint of position (`epoch`, `it`) to `self.path`"
     write_checkpoint(self.state(epoch, it, finished), self.path)
     self._want = False
 
-# %% ../nbs/06_checkpoint.ipynb #17a00926
+# %% ../nbs/06_checkpoint.ipynb #7f019e82
 @patch
 def after_batch(self:CheckpointCallback):
     run = self.run
@@ -236,6 +245,7 @@ def after_batch(self:CheckpointCallback):
     if self._want or (self.every != 'epoch' and run.n_iter % self.every == 0): self.save(run.epoch, run.iter + 1)
     self._stop_if_asked()
 
+# %% ../nbs/06_checkpoint.ipynb #08bb616d
 @patch
 def after_epoch(self:CheckpointCallback):
     run = self.run
@@ -270,7 +280,7 @@ def begin_fit(self:CheckpointCallback):
     self._epoch_rng = data_rng_state(run.data)
     if self.resume and self.path.exists(): return self._resume(read_checkpoint(self.path))
 
-# %% ../nbs/06_checkpoint.ipynb #f6cf3544
+# %% ../nbs/06_checkpoint.ipynb #52773679
 @patch
 def _load_weights(self:CheckpointCallback, ck):
     "Load the model's and the optimizer's states; a checkpoint of another model is a `ValueError` naming the file"
@@ -278,6 +288,7 @@ def _load_weights(self:CheckpointCallback, ck):
     except (RuntimeError, ValueError, KeyError) as e:
         raise ValueError(f"checkpoint {self.path} does not fit this model or optimizer: {_first_line(e)}") from e
 
+# %% ../nbs/06_checkpoint.ipynb #05d56511
 @patch
 def _resume(self:CheckpointCallback, ck):
     run = self.run
@@ -312,13 +323,14 @@ class _ThenCall:
         self.f()
         yield from it
 
-# %% ../nbs/06_checkpoint.ipynb #cc6b20ff
+# %% ../nbs/06_checkpoint.ipynb #60e1bc21
 @patch
 def begin_epoch(self:CheckpointCallback):
     if self.pending is None: return
     self._restore(self.pending)
     self.run.dl = _ThenCall(self.run.dl, self.pending['iter'], self._restore_now)
 
+# %% ../nbs/06_checkpoint.ipynb #1a8c60da
 @patch
 def _restore_now(self:CheckpointCallback):
     if self.pending is None: return
@@ -368,7 +380,7 @@ def better(self:TrackerCallback, v:float)->bool:
     "Is `v` better than `best` by more than `min_delta`? (NaN never is)"
     return v < self.best - self.min_delta if self.mode == 'min' else v > self.best + self.min_delta
 
-# %% ../nbs/06_checkpoint.ipynb #9eb6fb43
+# %% ../nbs/06_checkpoint.ipynb #730e32cb
 @patch
 def after_epoch(self:TrackerCallback):
     if not self.active: return
@@ -377,6 +389,7 @@ def after_epoch(self:TrackerCallback):
     if self.improved: self.best, self.best_epoch, self.wait = v, self.run.epoch, 0
     else: self.wait += 1
 
+# %% ../nbs/06_checkpoint.ipynb #46aff783
 @patch
 def state_dict(self:TrackerCallback): return {'best': self.best, 'best_epoch': self.best_epoch, 'wait': self.wait}
 @patch
