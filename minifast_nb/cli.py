@@ -237,18 +237,20 @@ def make_callbacks(args, device):
     if not args.no_progress and sys.stdout.isatty(): cbs.append(ProgressCallback())
     return cbs
 
-# %% ../nbs/10_cli.ipynb #89e62585
+# %% ../nbs/10_cli.ipynb #92123951
 def make_model(args, data):
-    "The course's MLP and its SGD optimizer, or a `CliError` if it does not fit in memory"
+    "The course's MLP and the library's SGD `Optimizer` on it, or a `CliError` if the model does not fit in memory"
     import torch
-    from minifast_nb.callbacks import get_model
+    from torch import nn
+    from minifast_nb.training import Optimizer
     torch.manual_seed(args.seed)
-    try: return get_model(data, lr=args.lr, nh=args.nh)
+    try: model = nn.Sequential(nn.Linear(data.train_ds.x.shape[1], args.nh), nn.ReLU(), nn.Linear(args.nh, data.c))
     except (MemoryError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and 'alloc' not in str(e): raise
         raise CliError(f"--nh {args.nh}: the model does not fit in memory; use fewer hidden units") from None
+    return model, Optimizer(model.parameters(), lr=args.lr)
 
-# %% ../nbs/10_cli.ipynb #c3d98d0b
+# %% ../nbs/10_cli.ipynb #f114cfa6
 def train(args, data, device):
     "Train the course's MLP on `data` as `args` say; returns the `Runner` after `fit` and the model"
     import torch.nn.functional as F
@@ -260,7 +262,7 @@ def train(args, data, device):
     except FloatingPointError as e: raise CliError(str(e)) from e
     return run, model
 
-# %% ../nbs/10_cli.ipynb #969b6bf9
+# %% ../nbs/10_cli.ipynb #097144c9
 def curves_figure(rows:list, # the per-epoch rows of `metrics.json`
                   losses:list, lrs:list, # per training batch
                   title:str):
@@ -278,7 +280,7 @@ def curves_figure(rows:list, # the per-epoch rows of `metrics.json`
         ax.xaxis.set_major_locator(MaxNLocator(integer=True)); ax.grid(alpha=0.3)
     return fig
 
-# %% ../nbs/10_cli.ipynb #c36c355f
+# %% ../nbs/10_cli.ipynb #9a62e430
 def _batch_x(n_batches, n_epochs): return [(i + 1) * n_epochs / n_batches for i in range(n_batches)]
 
 def _plot_epochs(ax, rows, name, per_batch=None):
@@ -288,7 +290,7 @@ def _plot_epochs(ax, rows, name, per_batch=None):
     for phase, c in (('train', 'C0'), ('valid', 'C1')): ax.plot(ep, [r[f'{phase}_{name}'] for r in rows], 'o-', color=c, label=phase)
     ax.legend()
 
-# %% ../nbs/10_cli.ipynb #da5ff78f
+# %% ../nbs/10_cli.ipynb #f27802ab
 @contextlib.contextmanager
 def _signals_held():
     "Hold SIGINT and SIGTERM back while the block runs, and deliver them when it ends"
@@ -299,7 +301,7 @@ def _signals_held():
         for s, h in old.items(): signal.signal(s, h)
         for s in got: signal.raise_signal(s)
 
-# %% ../nbs/10_cli.ipynb #e3ec0fa7
+# %% ../nbs/10_cli.ipynb #fa90d0c9
 def _backup(dst):
     "A hard link to `dst` beside it (a second name for the same data, no copy), or None if there is no `dst`"
     if not dst.exists(): return None
@@ -320,7 +322,7 @@ def replace_all(pairs): # `(tmp, dst)` paths in one folder
         finally:
             for bak in filter(None, baks): bak.unlink(missing_ok=True)
 
-# %% ../nbs/10_cli.ipynb #2f0d4720
+# %% ../nbs/10_cli.ipynb #a3f22818
 def check_targets(folder, names):
     "A `CliError` if one of the files `names` that `folder` should receive is a folder (`os.replace` cannot replace it)"
     for n in names:
@@ -338,7 +340,7 @@ def write_set(folder, # where the files go
     finally:
         for tmp, _ in pairs: tmp.unlink(missing_ok=True)
 
-# %% ../nbs/10_cli.ipynb #b4eaa57c
+# %% ../nbs/10_cli.ipynb #e1fe1045
 OUTPUTS = ('model.pt', 'metrics.json', 'curves.png')
 
 def run_title(args):
@@ -349,7 +351,7 @@ def _save_model(model, fname):
     import torch
     with open(fname, 'wb') as f: torch.save({k: v.cpu() for k, v in model.state_dict().items()}, f)  # a file object: a full disk raises OSError
 
-# %% ../nbs/10_cli.ipynb #cc0336ee
+# %% ../nbs/10_cli.ipynb #338d391e
 def save_results(out, args, run, model):
     "Write `model.pt`, `metrics.json` and `curves.png` into `out` as one set"
     rows, rec = run.epoch_table.rows, run.recorder
@@ -361,7 +363,7 @@ def save_results(out, args, run, model):
                          'curves.png': lambda p: curves_figure(rows, rec.losses, rec.lrs[-1], title).savefig(p, format='png', dpi=100)})
     except OSError as e: raise CliError(f"cannot write the results to {out} ({e.strerror or e}); the previous results there are unchanged") from e
 
-# %% ../nbs/10_cli.ipynb #51e15b85
+# %% ../nbs/10_cli.ipynb #491f8608
 class Terminated(BaseException):
     "Raised on SIGTERM, so that a terminated run cleans up as an interrupted one does"
 
@@ -371,13 +373,13 @@ def _fail(msg, status):
     print(f"minifast_train: {msg}", file=sys.stderr)
     return status
 
-# %% ../nbs/10_cli.ipynb #13985085
+# %% ../nbs/10_cli.ipynb #f4f64875
 def _print(*args):
     "`print` to stdout, flushed; if the reader has gone (a closed pipe), later output goes nowhere and the run goes on"
     try: print(*args, flush=True)
     except BrokenPipeError: os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
-# %% ../nbs/10_cli.ipynb #382064ef
+# %% ../nbs/10_cli.ipynb #e644c272
 def run(args):
     "Check the device and the output folder, train, and save the results, as `args` say"
     import torch
@@ -392,7 +394,7 @@ def run(args):
     _print(f"valid_loss {final['valid_loss']:.4f}, valid_accuracy {final['valid_accuracy']:.4f}; "
            f"wrote {', '.join(OUTPUTS)} to {args.out}")
 
-# %% ../nbs/10_cli.ipynb #c35951bf
+# %% ../nbs/10_cli.ipynb #db3d2bbf
 def main(argv=None):
     "Run `minifast_train` with the arguments `argv` (default: the command line); returns the exit status"
     args = parse_args(argv)
@@ -404,7 +406,7 @@ def main(argv=None):
     finally: signal.signal(signal.SIGTERM, old)
     return 0
 
-# %% ../nbs/10_cli.ipynb #89ceec95
+# %% ../nbs/10_cli.ipynb #f1c1130c
 def cli():
     "Entry point of the `minifast_train` console script"
     sys.exit(main())
