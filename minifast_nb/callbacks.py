@@ -214,11 +214,17 @@ def _do_batch(self:Runner):
     if self('after_pred'): return
     self.loss = self.loss_grad = self.loss_func(self.pred, self.yb)
     if self('after_loss') or not self.in_train: return
+    self.before_backward()
     self.loss_grad.backward()
     if self('after_backward'): return
     self.opt.step()
     if self('after_step'): return
     self.opt.zero_grad()
+
+# %% ../nbs/04_callbacks.ipynb #21ab1acb
+@patch
+def before_backward(self:Runner):
+    "Called in each training batch after every `after_loss`, right before `backward`: a no-op a callback may replace"
 
 # %% ../nbs/04_callbacks.ipynb #0a7b918c
 @patch
