@@ -1,0 +1,130 @@
+"""Training cases for test_distributed: run on one process there (the reference) and here on several.
+
+Under torchrun: `python -m torch.distributed.run ... _ddp_worker.py MODE [OUT]`, MODE one of
+`cases` (every case of `cases()`, results saved to OUT/rank<r>.pt), `fit` (one case, saved likewise),
+`boom` (rank 1 raises, uncaught: the whole job must end with its error).
+"""
+import math, sys, torch, torch.nn.functional as F
+from torch import nn, optim
+from minifast_nb.data import Dataset, DataBunch, get_dls
+from minifast_nb.loss import accuracy
+from minifast_nb.callbacks import (Learner, Runner, Callback, AvgStatsCallback, TerminateOnNaNCallback, DeviceCallback,
+                                   CancelBatchException, CancelEpochException, CancelTrainException)
+from minifast_nb.annealing import LR_Find
+from minifast_nb.distributed import DistributedCallback, get_rank, get_world_size, init_distributed, destroy_distributed, on_main
+
+def make_data(n=1001, bs=64, seed=1, torch_dl=False):
+    "Random 20-feature, 5-class rows: `n` to train on (the order seeded by `seed`), `n` to validate on"
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2*n, 20, generator=g), torch.randint(0, 5, (2*n,), generator=g)
+    train_ds, valid_ds = Dataset(x[:n], y[:n]), Dataset(x[n:], y[n:])
+    if not torch_dl: return DataBunch(*get_dls(train_ds, valid_ds, bs, seed=seed), c=5)
+    from torch.utils.data import DataLoader, DistributedSampler
+    w, r = get_world_size(), get_rank()
+    dl = lambda ds, b, shuffle: DataLoader(ds, b // w, sampler=DistributedSampler(ds, w, r, shuffle=shuffle, seed=seed))
+    return DataBunch(dl(train_ds, bs, True), dl(valid_ds, 2*bs, False), c=5)
+
+class Record(Callback):
+    "The targets of every training batch, as `(epoch, iter, yb)`"
+    def __init__(self): self.ys = []
+    def after_pred(self):
+        if self.run.in_train: self.ys.append((self.run.epoch, self.run.iter, self.run.yb.tolist()))
+
+class SetEpoch(Callback):
+    "What DistributedCallback does for torch's DistributedSampler, for the one-process reference"
+    def begin_epoch(self): self.run.data.train_dl.sampler.set_epoch(self.run.epoch)
+
+class Act(Callback):
+    "At `event` of batch `it` of epoch `epoch` (training or validation), on the ranks `ranks`: raise `what`, return True, or make the loss NaN"
+    _order = -1  # before the NaN guard
+    def __init__(self, what, event, epoch=0, it=2, ranks=(1,), train=True):
+        self.what, self.event, self.epoch, self.it, self.ranks, self.train = what, event, epoch, it, ranks, train
+    def _act(self, event):
+        run = self.run
+        if event != self.event or get_rank() not in self.ranks or run.in_train != self.train: return
+        if run.epoch != self.epoch or run.iter != self.it: return
+        if self.what == 'true': return True
+        if self.what == 'nan': run.loss = run.loss * math.nan; return
+        raise self.what
+    def begin_batch(self): return self._act('begin_batch')
+    def after_loss(self): return self._act('after_loss')
+    def after_step(self): return self._act('after_step')
+
+class StopAfterEpoch(Callback):
+    "Stop the fit after the first epoch on the ranks `ranks` (as a tracker deciding from its own numbers would)"
+    def __init__(self, ranks): self.ranks = ranks
+    def after_epoch(self): return get_rank() in self.ranks
+
+def train(dist_on, bs=64, epochs=2, cbs=(), n=1001, seed=1, torch_dl=False, lr_find=False, device=None):
+    "Fit a seeded MLP, with `DistributedCallback` if `dist_on`; weights, stats, targets seen and error (text)"
+    torch.manual_seed(0)
+    data = make_data(n, bs, seed, torch_dl)
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 5))
+    cbs = [AvgStatsCallback([accuracy]), Record(), TerminateOnNaNCallback(), *cbs]
+    if dist_on: cbs.append(DistributedCallback(timeout=60))
+    elif torch_dl: cbs.append(SetEpoch())
+    if lr_find: cbs.append(LR_Find(max_iter=40))
+    if device: cbs.append(DeviceCallback(device))
+    run, res = Runner(cbs=cbs), {}
+    try: run.fit(epochs, Learner(model, optim.SGD(model.parameters(), lr=0.1), F.cross_entropy, data))
+    except Exception as e: res['error'] = f"{type(e).__name__}: {e}"
+    res.update(w=[p.detach().cpu().clone() for p in model.parameters()], ys=run.record.ys,
+               train=run.avg_stats.train_stats.avg_stats, valid=run.avg_stats.valid_stats.avg_stats)
+    if lr_find: res['lrs'] = run.lr_find.lrs
+    return res
+
+def cases(single):
+    "name -> arguments of `train`; `single`: the one-process reference, where rank 0 acts for rank 1"
+    r = (0,) if single else (1,)
+    return dict(
+        fit={}, pad=dict(bs=50), torch_dl=dict(n=1000, torch_dl=True),
+        cancel_batch=dict(cbs=[Act(CancelBatchException(), 'begin_batch', ranks=r)]),
+        skip=dict(cbs=[Act('true', 'begin_batch', ranks=r)]),
+        cancel_epoch=dict(cbs=[Act(CancelEpochException(), 'begin_batch', it=4, ranks=r)]),
+        cancel_valid=dict(cbs=[Act(CancelEpochException(), 'begin_batch', it=1, ranks=r, train=False)]),
+        cancel_train=dict(cbs=[Act(CancelTrainException(), 'after_step', epoch=1, it=3, ranks=r)]),
+        stop_after_epoch=dict(cbs=[StopAfterEpoch(r)]),
+        nan=dict(cbs=[Act('nan', 'after_loss', it=3, ranks=r)]),
+        boom=dict(cbs=[Act(ValueError('boom on rank 1'), 'after_loss', it=3, ranks=r)]),
+        boom_late=dict(cbs=[Act(ValueError('boom on rank 1'), 'after_step', it=3, ranks=r)]),
+        lr_find=dict(lr_find=True, epochs=3),
+    )
+
+def dist_only_cases():
+    "Cases with no one-process twin: what happens is checked on the ranks alone"
+    return dict(
+        cancel_epoch_late=dict(cbs=[Act(CancelEpochException(), 'after_step', it=4)]),
+        cancel_batch_late=dict(cbs=[Act(CancelBatchException(), 'after_step', it=4)]),
+        unseeded=dict(seed=10 + get_rank()), sizes=dict(n=1001 + 64 * get_rank()))
+
+def disk_full(): raise OSError(28, 'No space left on device')
+
+def main_error():
+    "`on_main` of a write that fails on rank 0: the error's text on every rank"
+    try: on_main(disk_full)
+    except OSError as e: return f"OSError: {e}"
+
+def rank_world_threads():
+    "What a process started by `launch` sees"
+    init_distributed()
+    return get_rank(), get_world_size(), torch.get_num_threads()
+
+def fail_on_rank1():
+    "A fit in which rank 1 raises, uncaught"
+    torch.manual_seed(0)
+    data = make_data()
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 5))
+    cbs = [Act(ValueError('boom on rank 1'), 'after_loss', it=3), DistributedCallback(timeout=60)]
+    Runner(cbs=cbs).fit(1, Learner(model, optim.SGD(model.parameters(), lr=0.1), F.cross_entropy, data))
+
+if __name__ == '__main__':
+    mode, out = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None
+    torch.set_num_threads(1)
+    init_distributed(timeout=60)
+    if mode == 'boom': fail_on_rank1()
+    if mode == 'fit': res = dict(fit=train(True))
+    if mode == 'cases':
+        res = {k: train(True, **kw) for k, kw in {**cases(False), **dist_only_cases()}.items()}
+        res['main_error'] = main_error()
+    torch.save(res, f"{out}/rank{get_rank()}.pt")
+    destroy_distributed()
