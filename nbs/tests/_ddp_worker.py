@@ -1,7 +1,7 @@
 """Training cases for test_distributed: run on one process there (the reference) and here on several.
 
 Under torchrun: `python -m torch.distributed.run ... _ddp_worker.py MODE [OUT]`, MODE one of
-`cases` (every case of `cases()`, results saved to OUT/rank<r>.pt), `fit` (one case, saved likewise),
+`cases` (every case of `cases()` and the others below, results saved to OUT/rank<r>.pt), `fit` (one case, saved likewise),
 `boom` (rank 1 raises, uncaught: the whole job must end with its error).
 """
 import math, sys, torch, torch.nn.functional as F
@@ -97,6 +97,13 @@ def dist_only_cases():
         cancel_batch_late=dict(cbs=[Act(CancelBatchException(), 'after_step', it=4)]),
         unseeded=dict(seed=10 + get_rank()), sizes=dict(n=1001 + 64 * get_rank()))
 
+def resume(out):
+    "Stop both ranks after the first epoch's checkpoint (rank 0 writes it), then resume from it in a new fit"
+    from minifast_nb.checkpoint import CheckpointCallback
+    path = f"{out}/checkpoint.pt"
+    train(True, cbs=[CheckpointCallback(path), Act(CancelTrainException(), 'begin_batch', epoch=1, it=0, ranks=(0, 1))])
+    return train(True, cbs=[CheckpointCallback(path, resume=True)])
+
 def disk_full(): raise OSError(28, 'No space left on device')
 
 def main_error():
@@ -125,6 +132,6 @@ if __name__ == '__main__':
     if mode == 'fit': res = dict(fit=train(True))
     if mode == 'cases':
         res = {k: train(True, **kw) for k, kw in {**cases(False), **dist_only_cases()}.items()}
-        res['main_error'] = main_error()
+        res['main_error'], res['resume'] = main_error(), resume(out)
     torch.save(res, f"{out}/rank{get_rank()}.pt")
     destroy_distributed()
