@@ -87,6 +87,7 @@ def cases(single):
         nan=dict(cbs=[Act('nan', 'after_loss', it=3, ranks=r)]),
         boom=dict(cbs=[Act(ValueError('boom on rank 1'), 'after_loss', it=3, ranks=r)]),
         boom_late=dict(cbs=[Act(ValueError('boom on rank 1'), 'after_step', it=3, ranks=r)]),
+        boom_valid=dict(cbs=[Act(ValueError('boom on rank 1'), 'after_loss', it=1, ranks=r, train=False)]),
         lr_find=dict(lr_find=True, epochs=3),
     )
 
