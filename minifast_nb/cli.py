@@ -11,7 +11,7 @@ from pathlib import Path
 __all__ = ['EXIT_CODES', 'RUN_FLAGS', 'RESUME_FLAGS', 'OUTPUTS', 'get_parser', 'parse_args', 'CliError', 'check_device',
            'output_folder', 'load_data', 'epoch_table', 'one_cycle', 'make_callbacks', 'make_model', 'train',
            'settings', 'make_checkpoint', 'read_run', 'resumed_args', 'start', 'curves_figure', 'replace_all',
-           'check_targets', 'write_set', 'launch_procs', 'run_title', 'run_metrics', 'save_results', 'Terminated',
+           'check_targets', 'write_set', 'run_title', 'run_metrics', 'save_results', 'launch_procs', 'Terminated',
            'prepare_folder', 'train_in', 'run', 'main', 'cli']
 
 # %% ../nbs/10_cli.ipynb #e76383ad
@@ -46,11 +46,11 @@ def _positive(typ, name):
         return v
     return _inner
 
-# %% ../nbs/10_cli.ipynb #d58ccd9a
+# %% ../nbs/10_cli.ipynb #5d0a12e8
 def _seed(s):
-    "An argparse `type` for the random seed: an int from 0 to 2**64-1, the range `torch.manual_seed` takes"
+    "An argparse `type` for the random seed: an integer from 0 to 2**64-1, the range `torch.manual_seed` takes"
     try: v = int(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"seed must be an int, got {s!r}") from None
+    except ValueError: raise argparse.ArgumentTypeError(f"seed must be an integer, got {s!r}") from None
     if not 0 <= v < 2**64: raise argparse.ArgumentTypeError(f"seed must be between 0 and 2**64-1, got {s}")
     return v
 
@@ -403,7 +403,7 @@ def _signals_held():
         for s, h in old.items(): signal.signal(s, h)
         for s in got: signal.raise_signal(s)
 
-# %% ../nbs/10_cli.ipynb #6d1e2582
+# %% ../nbs/10_cli.ipynb #0c102b0e
 def _backup(dst):
     "A hard link to `dst` beside it (a second name for the same data, no copy), or None if there is no `dst`"
     if not dst.exists(): return None
@@ -412,6 +412,7 @@ def _backup(dst):
     os.link(dst, bak)
     return bak
 
+# %% ../nbs/10_cli.ipynb #a1a0d013
 def replace_all(pairs): # `(tmp, dst)` paths in one folder
     "`os.replace(tmp, dst)` for every pair, all or none: if one fails, the files already replaced get their old version back"
     baks, done = [], []
@@ -424,7 +425,7 @@ def replace_all(pairs): # `(tmp, dst)` paths in one folder
         finally:
             for bak in filter(None, baks): bak.unlink(missing_ok=True)
 
-# %% ../nbs/10_cli.ipynb #a7ed3936
+# %% ../nbs/10_cli.ipynb #89178a83
 def check_targets(folder, names):
     "A `CliError` if one of the files `names` that `folder` should receive is a folder (`os.replace` cannot replace it)"
     for n in names:
@@ -442,37 +443,7 @@ def write_set(folder, # where the files go
     finally:
         for tmp, _ in pairs: tmp.unlink(missing_ok=True)
 
-# %% ../nbs/10_cli.ipynb #60ecf3cd
-def _launched(): return 'RANK' in os.environ and 'WORLD_SIZE' in os.environ  # as `under_launcher()` tells it
-
-@contextlib.contextmanager
-def _main_folder(out):
-    "`output_folder(out)` on rank 0 (its errors reach every rank); on the others just the path"
-    from minifast_nb.distributed import on_main
-    with contextlib.ExitStack() as stack: yield on_main(stack.enter_context, output_folder(out)) or Path(out)
-
-# %% ../nbs/10_cli.ipynb #071f9569
-@contextlib.contextmanager
-def _passing_signals():
-    "Ignore SIGINT (the terminal sends it to the training processes too) and pass SIGTERM on to the child processes"
-    import multiprocessing
-    def pass_on(s, frame):
-        for p in multiprocessing.active_children(): os.kill(p.pid, s)
-    old = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN), signal.SIGTERM: signal.signal(signal.SIGTERM, pass_on)}
-    try: yield
-    finally:
-        for s, h in old.items(): signal.signal(s, h)
-
-# %% ../nbs/10_cli.ipynb #f2224f4a
-def launch_procs(args, argv):
-    "`main(argv)` on `args.nproc` new processes of this machine; the highest of their exit statuses"
-    with _signals_held(): from minifast_nb.distributed import launch  # see `_import_libraries` below
-    from torch.multiprocessing import ProcessExitedException
-    try:
-        with _passing_signals(): return max(launch(main, args.nproc, argv, threads=args.threads))
-    except ProcessExitedException as e: return _fail(f"error: {_one_line(e)}", 1)  # e.g. killed for lack of memory
-
-# %% ../nbs/10_cli.ipynb #74b2012a
+# %% ../nbs/10_cli.ipynb #36069f32
 OUTPUTS = ('model.pt', 'metrics.json', 'curves.png')
 
 def run_title(args):
@@ -484,7 +455,7 @@ def _save_model(model, fname):
     import torch
     with open(fname, 'wb') as f: torch.save({k: v.cpu() for k, v in model.state_dict().items()}, f)  # a file object: a full disk raises OSError
 
-# %% ../nbs/10_cli.ipynb #5e8e6505
+# %% ../nbs/10_cli.ipynb #2f4b815f
 def run_metrics(runner, args, run_id):
     "What `metrics.json` holds: the settings, every epoch's numbers, the final ones, the best epoch"
     rows, tracker = runner.epoch_table.rows, getattr(runner, 'early_stopping', None) or runner.tracker
@@ -492,7 +463,7 @@ def run_metrics(runner, args, run_id):
                 best_epoch=tracker.best_epoch, best_valid_loss=tracker.best, stopped_early=bool(getattr(tracker, 'stopped', False)),
                 n_train_batches=len(runner.recorder.losses))
 
-# %% ../nbs/10_cli.ipynb #0d31ac06
+# %% ../nbs/10_cli.ipynb #465f8e29
 def save_results(out, args, runner, model, run_id):
     "Write `model.pt`, `metrics.json` and `curves.png` into `out` as one set"
     m, rec = run_metrics(runner, args, run_id), runner.recorder
@@ -502,7 +473,37 @@ def save_results(out, args, runner, model, run_id):
                          'curves.png': lambda p: curves_figure(m['epochs'], rec.losses, rec.lrs[-1], title).savefig(p, format='png', dpi=100)})
     except OSError as e: raise CliError(f"cannot write the results to {out} ({e.strerror or e}); the previous results there are unchanged") from e
 
-# %% ../nbs/10_cli.ipynb #507f3e53
+# %% ../nbs/10_cli.ipynb #4a6bae3f
+def _launched(): return 'RANK' in os.environ and 'WORLD_SIZE' in os.environ  # as `under_launcher()` tells it
+
+@contextlib.contextmanager
+def _main_folder(out):
+    "`output_folder(out)` on rank 0 (its errors reach every rank); on the others just the path"
+    from minifast_nb.distributed import on_main
+    with contextlib.ExitStack() as stack: yield on_main(stack.enter_context, output_folder(out)) or Path(out)
+
+# %% ../nbs/10_cli.ipynb #e6785987
+@contextlib.contextmanager
+def _passing_signals():
+    "Ignore SIGINT (the terminal sends it to the training processes too) and pass SIGTERM on to the child processes"
+    import multiprocessing
+    def pass_on(s, frame):
+        for p in multiprocessing.active_children(): os.kill(p.pid, s)
+    old = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN), signal.SIGTERM: signal.signal(signal.SIGTERM, pass_on)}
+    try: yield
+    finally:
+        for s, h in old.items(): signal.signal(s, h)
+
+# %% ../nbs/10_cli.ipynb #eab655a9
+def launch_procs(args, argv):
+    "`main(argv)` on `args.nproc` new processes of this machine; the highest of their exit statuses"
+    with _signals_held(): from minifast_nb.distributed import launch  # see `_import_libraries` below
+    from torch.multiprocessing import ProcessExitedException
+    try:
+        with _passing_signals(): return max(launch(main, args.nproc, argv, threads=args.threads))
+    except ProcessExitedException as e: return _fail(f"error: {_one_line(e)}", 1)  # e.g. killed for lack of memory
+
+# %% ../nbs/10_cli.ipynb #9068c245
 class Terminated(BaseException):
     "Raised on SIGTERM, so that a terminated run cleans up as an interrupted one does"
 
@@ -516,20 +517,21 @@ def _stopper(got):
         raise Terminated()
     return stop
 
+# %% ../nbs/10_cli.ipynb #4d331324
 def _is_main(): return os.environ.get('RANK', '0') == '0'  # the process that speaks: rank 0 as the launcher set it, or the only one
 
 def _fail(msg, status):
     if _is_main(): print(f"minifast_train: {msg}", file=sys.stderr)
     return status
 
-# %% ../nbs/10_cli.ipynb #9e80fdbf
+# %% ../nbs/10_cli.ipynb #282858d4
 def _print(*args):
     "`print` to stdout, flushed, on rank 0; if the reader has gone (a closed pipe), later output goes nowhere and the run goes on"
     if not _is_main(): return
     try: print(*args, flush=True)
     except BrokenPipeError: os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
-# %% ../nbs/10_cli.ipynb #979cae69
+# %% ../nbs/10_cli.ipynb #ace3c893
 def _recover(out):
     "Put back the files of a swap that was killed half-way, delete the temporary files of killed writers"
     for name in (*OUTPUTS, 'checkpoint.pt'):
@@ -542,7 +544,7 @@ def _note_unfinished(out):
         if not read_checkpoint(out/'checkpoint.pt')['finished']:
             print(f"minifast_train: note: this new run replaces the checkpoint of the unfinished run in {out} (add --resume to continue that one)", file=sys.stderr)
 
-# %% ../nbs/10_cli.ipynb #7b804f70
+# %% ../nbs/10_cli.ipynb #6efe15f4
 def prepare_folder(out, args):
     "Put the locked output folder `out` in order for the run `args`"
     _recover(out)
@@ -551,7 +553,7 @@ def prepare_folder(out, args):
 
 def _finished(runner, args): return len(runner.epoch_table.rows) == args.epochs or getattr(getattr(runner, 'early_stopping', None), 'stopped', False)
 
-# %% ../nbs/10_cli.ipynb #e7aa380c
+# %% ../nbs/10_cli.ipynb #c09ec17d
 def _stopped(args, signum):
     what = 'interrupted' if signum == signal.SIGINT else 'terminated'
     more = f" --nproc {args.nproc}" if args.nproc > 1 else ''
@@ -562,7 +564,7 @@ def _summary(runner, args):
     final = runner.epoch_table.rows[-1]
     return f"valid_loss {final['valid_loss']:.4f}, valid_accuracy {final['valid_accuracy']:.4f}; wrote {', '.join(OUTPUTS)} to {args.out}"
 
-# %% ../nbs/10_cli.ipynb #a5767ce2
+# %% ../nbs/10_cli.ipynb #8258bda5
 def train_in(args, run_id, device):
     "Lock the output folder, train (saving checkpoints), write the results; returns the exit status"
     from minifast_nb.distributed import on_main
@@ -576,13 +578,13 @@ def train_in(args, run_id, device):
     _print(_summary(runner, args))
     return 0
 
-# %% ../nbs/10_cli.ipynb #74cb604e
+# %% ../nbs/10_cli.ipynb #61b08814
 def _import_libraries(*names):
     "Import the modules `names`, with SIGINT and SIGTERM held back until they are in"
     with _signals_held():
         for name in names: importlib.import_module(name)
 
-# %% ../nbs/10_cli.ipynb #705a51e1
+# %% ../nbs/10_cli.ipynb #6a43ed78
 def run(args):
     "Run `minifast_train` as `args` say; returns the exit status"
     _import_libraries('torch', 'minifast_nb.checkpoint', 'minifast_nb.distributed', 'minifast_nb.precision', 'minifast_nb.training')
@@ -596,7 +598,7 @@ def run(args):
     if _launched(): from minifast_nb.distributed import init_distributed; init_distributed(device=device)
     return train_in(args, run_id, device)
 
-# %% ../nbs/10_cli.ipynb #7ea662bd
+# %% ../nbs/10_cli.ipynb #9494f7d2
 def main(argv=None):
     "Run `minifast_train` with the arguments `argv` (default: the command line); returns the exit status"
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -614,7 +616,7 @@ def main(argv=None):
         for s, h in old.items(): signal.signal(s, h)
         if _launched(): from minifast_nb.distributed import destroy_distributed; destroy_distributed()
 
-# %% ../nbs/10_cli.ipynb #b576e5ea
+# %% ../nbs/10_cli.ipynb #48f11516
 def cli():
     "Entry point of the `minifast_train` console script"
     sys.exit(main())
