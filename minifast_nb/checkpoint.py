@@ -17,9 +17,9 @@ from .annealing import Recorder, ParamScheduler, LR_Find
 
 # %% auto #0
 __all__ = ['rng_state', 'set_rng_state', 'dl_generators', 'data_rng_state', 'set_data_rng_state', 'opt_state', 'load_opt_state',
-           'cb_states', 'unsaved_cbs', 'load_cb_states', 'is_saving_rank', 'write_checkpoint', 'read_checkpoint',
-           'run_shape', 'check_shape', 'CheckpointCallback', 'TrackerCallback', 'EarlyStoppingCallback',
-           'BestModelCallback']
+           'cb_states', 'unsaved_cbs', 'load_cb_states', 'process_part', 'is_saving_rank', 'write_checkpoint',
+           'read_checkpoint', 'run_shape', 'check_shape', 'CheckpointCallback', 'TrackerCallback',
+           'EarlyStoppingCallback', 'BestModelCallback']
 
 # %% ../nbs/06_checkpoint.ipynb #d5afc78d
 def _np_state():
@@ -112,9 +112,10 @@ def load_state_dict(self:AvgStatsCallback, sd):
 # %% ../nbs/06_checkpoint.ipynb #3bb755cc
 for _c in (TrainEvalCallback, ParamScheduler, DeviceCallback, ProgressCallback, TerminateOnNaNCallback, LR_Find): _c.stateless = True
 
-def cb_states(run)->dict:
-    "The `state_dict()` of each callback of `run` that has one, by callback name"
-    return {cb.name: cb.state_dict() for cb in run.cbs if hasattr(type(cb), 'state_dict')}
+def cb_states(run, per_process:bool|None=None)->dict:
+    "The `state_dict()` of each callback of `run` that has one, by name (if `per_process` is given: only those whose class says so, or only the others)"
+    return {cb.name: cb.state_dict() for cb in run.cbs
+            if hasattr(type(cb), 'state_dict') and per_process in (None, getattr(type(cb), 'per_process', False))}
 
 def unsaved_cbs(run)->list:
     "Names of `run`'s callbacks with neither a `state_dict` nor `stateless = True`: a checkpoint cannot hold their state"
@@ -127,6 +128,25 @@ def load_cb_states(run, sds:dict):
     if set(sds) - set(cbs): warnings.warn(f"the checkpoint holds states of callbacks this Runner lacks: {sorted(set(sds) - set(cbs))} (ignored)")
     for k, sd in sds.items():
         if k in cbs: cbs[k].load_state_dict(sd)
+
+# %% ../nbs/06_checkpoint.ipynb #b1e0a002
+for _c in (AvgStatsCallback, Recorder): _c.per_process = True  # each process counts its own share of the batches
+
+def _rank_world():
+    "This process's rank and the number of processes of its `torch.distributed` job: (0, 1) without one"
+    dist = torch.distributed
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+# %% ../nbs/06_checkpoint.ipynb #b1e0a005
+def _procs(n): return f"{n} process{'es' if n != 1 else ''}"
+
+def process_part(ck:dict, path)->dict:
+    "`ck` as this process resumes it, with its own random states and callback states; another number of processes is a `ValueError`"
+    (rank, world), n = _rank_world(), len(ck['processes'])
+    if n != world: raise ValueError(f"checkpoint {path} was saved by {_procs(n)}, this job has {_procs(world)}: resume it on "
+                                    f"{_procs(n)} (each process's random states and statistics are saved apart)")
+    own = ck['processes'][rank]
+    return {**ck, 'epoch_rng': own['epoch_rng'], 'rng': own['rng'], 'callbacks': {**ck['callbacks'], **own['callbacks']}}
 
 # %% ../nbs/06_checkpoint.ipynb #02190a46
 def _save_synced(obj, f):
@@ -150,8 +170,7 @@ def _write_atomic(obj, path):
 # %% ../nbs/06_checkpoint.ipynb #9bff5d54
 def is_saving_rank()->bool:
     "False in the processes of a `torch.distributed` job other than rank 0: one process writes the files"
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return _rank_world()[0] == 0
 
 # %% ../nbs/06_checkpoint.ipynb #c92769b6
 def write_checkpoint(obj, path)->Path|None:
@@ -222,50 +241,68 @@ class CheckpointCallback(Callback):
         self.pending = None
 
 # %% ../nbs/06_checkpoint.ipynb #d512ded0
+def _plain(model):
+    "The model inside a `DistributedDataParallel` or `DataParallel` wrapper, or `model` itself"
+    return model.module if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) else model
+
+@patch
+def _own(self:CheckpointCallback)->dict:
+    "This process's part of the state: its random states (now and at the epoch's start) and its `per_process` callbacks' states"
+    return {'epoch_rng': self._epoch_rng, 'rng': data_rng_state(self.run.data), 'callbacks': cb_states(self.run, per_process=True)}
+
+# %% ../nbs/06_checkpoint.ipynb #b1e0a007
 @patch
 def state(self:CheckpointCallback, epoch:int, it:int, finished:bool=False)->dict:
     "Everything needed to continue `self.run` before training batch `it` of `epoch`"
-    run, now = self.run, data_rng_state(self.run.data)
+    run = self.run
     return {'format': _FORMAT, 'epoch': epoch, 'iter': it, 'finished': finished, 'shape': run_shape(run),
-            'n_epochs': run.n_epochs, 'n_iter': run.n_iter, 'model': run.model.state_dict(), 'opt': opt_state(run.opt),
-            'epoch_rng': now if it == 0 else self._epoch_rng, 'rng': now, 'callbacks': cb_states(run), 'extra': self.extra}
+            'n_epochs': run.n_epochs, 'n_iter': run.n_iter, 'model': _plain(run.model).state_dict(), 'opt': opt_state(run.opt),
+            'callbacks': cb_states(run, per_process=False), 'processes': [self._own()], 'extra': self.extra}
 
 # %% ../nbs/06_checkpoint.ipynb #1c35726f
 @patch
 def save(self:CheckpointCallback, epoch:int, it:int, finished:bool=False):
     "Write the checkpoint of position (`epoch`, `it`) to `self.path`"
-    write_checkpoint(self.state(epoch, it, finished), self.path)
-    self._want = False
+    self.write(self.state(epoch, it, finished))
+
+@patch
+def write(self:CheckpointCallback, st:dict):
+    "Write state `st` to `self.path` (on several processes, `DistributedCallback` replaces this for a fit)"
+    write_checkpoint(st, self.path)
 
 # %% ../nbs/06_checkpoint.ipynb #7f019e82
 @patch
-def after_batch(self:CheckpointCallback):
-    run = self.run
-    if not (self.active and run.in_train): return
-    if self._want or (self.every != 'epoch' and run.n_iter % self.every == 0): self.save(run.epoch, run.iter + 1)
-    self._stop_if_asked()
+def save_now(self:CheckpointCallback, stop:bool=False):
+    "Save at the end of the current training batch, or of the epoch in validation; then stop the fit if `stop`"
+    self._want, self._stop = True, self._stop or stop
+
+@patch
+def requests(self:CheckpointCallback)->tuple:
+    "`(save, stop)`: what `save_now` asked since the last call"
+    save, self._want = self._want, False
+    return save, self._stop
 
 # %% ../nbs/06_checkpoint.ipynb #08bb616d
+@patch
+def _save_point(self:CheckpointCallback, epoch:int, it:int, due:bool=True, finished:bool=False):
+    "Save position (`epoch`, `it`) if `due` or asked, then stop the fit if asked"
+    save, stop = self.requests()
+    if due or save: self.save(epoch, it, finished)
+    if stop: self.interrupted = True; raise CancelTrainException()
+
+# %% ../nbs/06_checkpoint.ipynb #f08f26fc
+@patch
+def after_batch(self:CheckpointCallback):
+    run = self.run
+    if self.active and run.in_train: self._save_point(run.epoch, run.iter + 1, self.every != 'epoch' and run.n_iter % self.every == 0)
+
 @patch
 def after_epoch(self:CheckpointCallback):
     run = self.run
     if not self.active: return
+    self._epoch_rng = data_rng_state(run.data)  # where the next epoch starts
     stopped = any(vars(cb).get('stopped') for cb in run.cbs)
-    self.save(run.epoch + 1, 0, finished=stopped or run.epoch + 1 >= run.epochs)
-    self._epoch_rng = data_rng_state(run.data)
-    self._stop_if_asked()
-
-# %% ../nbs/06_checkpoint.ipynb #f08f26fc
-@patch
-def save_now(self:CheckpointCallback, stop:bool=False):
-    "Save at the end of the current training batch, or of the epoch in validation; then stop the fit if `stop`"
-    self._want, self._stop = True, stop
-
-@patch
-def _stop_if_asked(self:CheckpointCallback):
-    if not self._stop: return
-    self._stop, self.interrupted = False, True
-    raise CancelTrainException()
+    self._save_point(run.epoch + 1, 0, finished=stopped or run.epoch + 1 >= run.epochs)
 
 # %% ../nbs/06_checkpoint.ipynb #0938eefc
 def _lr_finding(run): return any(isinstance(cb, LR_Find) for cb in run.cbs)
@@ -293,6 +330,7 @@ def _load_weights(self:CheckpointCallback, ck):
 def _resume(self:CheckpointCallback, ck):
     run = self.run
     check_shape(ck, run, self.path)
+    ck = process_part(ck, self.path)
     self._load_weights(ck)
     run.epoch, run.start_iter, self._epoch_rng = ck['epoch'], ck['iter'], ck['epoch_rng']
     set_data_rng_state(run.data, ck['epoch_rng'])
