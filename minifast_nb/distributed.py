@@ -6,12 +6,14 @@
 from __future__ import annotations
 import copy, os, pickle, socket, sys
 from datetime import timedelta
+from functools import partial
 import torch, torch.distributed as dist, torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 from fastcore.basics import patch
 from .data import DataLoader, check_int
 from .callbacks import Callback, AvgStatsCallback
 from .callbacks import CancelBatchException, CancelEpochException, CancelTrainException
+from .checkpoint import CheckpointCallback, write_checkpoint
 
 # %% auto #0
 __all__ = ['under_launcher', 'is_distributed', 'get_rank', 'get_world_size', 'is_main_process', 'local_rank', 'init_distributed',
@@ -153,24 +155,27 @@ def _out_of_step():
     raise RuntimeError(f"rank {get_rank()} is out of step with the other ranks: every process must build the same data "
                        f"in the same order (seed the training Sampler: get_dls(..., seed=42)), and fit as long, with the same callbacks")
 
-def _max_over_ranks(code, key):
-    "`[largest code, largest key, -smallest key]` over the ranks"
-    t = torch.tensor([code, key, -key])
+def _max_over_ranks(code, key, asks=(0, 0)):
+    "`[largest code, largest key, -smallest key, *largest asks]` over the ranks"
+    t = torch.tensor([code, key, -key, *map(int, asks)])
     try: dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_ctrl['group'])
     except BaseException: _ctrl['done'] = True; raise  # the group is broken: no more decisions
     return t.tolist()
 
 # %% ../nbs/07_distributed.ipynb #229c0646
+def _decide(code, key, err, asks=(0, 0)):
+    "`(largest code, [save, stop] as asked by any rank)` over the ranks; raises the first failing rank's error if a rank sent 4"
+    top, hi, lo, *asks = _max_over_ranks(code, key, asks)
+    if top >= _TRAIN: _ctrl['done'] = True  # all ranks know that the fit ends
+    if top == _ERROR: _raise_first(err)
+    elif top == _GO and hi != -lo: _out_of_step()
+    return top, [bool(a) for a in asks]
+
 def agree(code:int=_GO, # what this rank wants: 0 go on, 1 skip the batch, 2 end the epoch, 3 stop training, 4 error
           key:int=0, # names the decision point; checked when all go on
           err:BaseException|None=None): # this rank's error, with code 4
     "The largest `code` over the ranks; raises the first failing rank's error if a rank sent 4 (on the others)"
-    if not is_distributed(): return code
-    top, hi, lo = _max_over_ranks(code, key)
-    if top >= _TRAIN: _ctrl['done'] = True  # all ranks know that the fit ends
-    if top == _ERROR: _raise_first(err)
-    elif top == _GO and hi != -lo: _out_of_step()
-    return top
+    return _decide(code, key, err)[0] if is_distributed() else code
 
 # %% ../nbs/07_distributed.ipynb #49042034
 def barrier():
@@ -192,7 +197,7 @@ def on_main(f, *args, **kwargs):
 # %% ../nbs/07_distributed.ipynb #6def3d05
 class _Quiet(Callback):
     "Standard output to nowhere, from its creation to the last `after_fit` (so after everyone else's): ranks other than 0"
-    _order = 1000
+    _order, stateless = 1000, True
     def __init__(self):
         self.stdout, self.null = sys.stdout, open(os.devnull, 'w')
         sys.stdout = self.null
@@ -204,19 +209,21 @@ class _Quiet(Callback):
 # %% ../nbs/07_distributed.ipynb #b69c0817
 class DistributedCallback(Callback):
     "Train the `Runner` on every rank of the process group with DDP: the numbers of one process, one voice, stops agreed"
-    _order = -15  # after DeviceCallback (DDP wraps the model on its device), before the callbacks that log, track or stop
+    _order, stateless = -15, True  # after DeviceCallback (DDP wraps the model on its device), before the callbacks that log, track or stop
     def __init__(self, backend:str|None=None, # 'gloo' or 'nccl'; None: nccl if the model is on a GPU, else gloo
                  timeout:float=300., # seconds a rank waits for the others before it raises
                  **ddp_kwargs): # passed on to `DistributedDataParallel`
         self.backend, self.timeout, self.ddp_kwargs, self.module = backend, timeout, ddp_kwargs, None
+        self._cks, self._agreed = [], {}  # the runner's checkpoints during a fit, and what the ranks asked of them
         if under_launcher() and torch.cuda.is_available(): torch.cuda.set_device(local_rank())  # one GPU per process
 
 # %% ../nbs/07_distributed.ipynb #18045a0f
 @patch
 def begin_fit(self:DistributedCallback):
-    "Join the group, check that every rank starts the same fit, wrap the model, shard the data, take the hook"
+    "Join the group, check that every rank starts the same fit, wrap the model, shard the data, take the hooks"
     self.module, self._outer = None, sys.exc_info()[1]  # _outer: an error handled around `fit`, not this fit's
     dev = next(self.run.model.parameters()).device
+    self._take_checkpoints()
     self._join(dev)
     self._wrap(dev)
     self._shard()
@@ -270,7 +277,8 @@ def begin_validate(self:DistributedCallback): self.run.learn.model = self.module
 def after_loss(self:DistributedCallback):
     "This rank's part of the batch and the decision key; keep the stats if the share is padding"
     run = self.run
-    sizes = getattr(getattr(run.dl, 'sampler', None), 'sizes', None)
+    dl = run.data.train_dl if run.in_train else run.data.valid_dl  # not `run.dl`, which a resumed epoch wraps
+    sizes = getattr(getattr(dl, 'sampler', None), 'sizes', None)
     n, total, first = sizes[run.iter] if sizes else (1, self.world, -1)  # torch's DistributedSampler: equal shares
     self.share, self._bkey = n / total, _key(4, run.epoch, run.iter, first)
     if n == 0: self._pad = [(st, st.count, None if st.sums is None else [s.clone() for s in st.sums])
@@ -286,9 +294,10 @@ def _unpad(self:DistributedCallback):
 # %% ../nbs/07_distributed.ipynb #cc5ec1cf
 @patch
 def _agree(self:DistributedCallback, code, key=0, err=None):
-    "`agree`, remembering an agreed end of epoch (so that `after_cancel_epoch` does not send it again)"
-    res = agree(code, key, err)
+    "`agree` with this rank's checkpoint requests; remembers an agreed end of epoch (for `after_cancel_epoch`) and what any rank asked"
+    res, (save, stop) = _decide(code, key, err, self._asks())
     if res == _EPOCH: self._epoch_agreed = True
+    for a in self._agreed.values(): a[0], a[1] = a[0] or save, a[1] or stop
     return res
 
 # %% ../nbs/07_distributed.ipynb #8c06183b
@@ -361,19 +370,72 @@ def after_epoch(self:DistributedCallback):
     res = self._agree(_GO, _key(3, run.epoch))
     while res == _EPOCH: res = self._agree(_GO, _key(3, run.epoch))  # a rank sent its epoch cancel here: meet again
     if res == _TRAIN: self._raise(_TRAIN)
+    self._epoch_agreed = False  # every rank is here: a checkpoint may save the epoch's end
     reduce_stats(_stats(run))
 
 # %% ../nbs/07_distributed.ipynb #51c4cf33
 @patch
 def after_fit(self:DistributedCallback):
-    "Plain model and data back; unless all agreed already, tell the others how this rank's fit ended"
+    "Plain model, data and checkpoints back; unless all agreed already, tell the others how this rank's fit ended"
     run = self.run
     if self.module is not None: run.learn.model, run.learn.data = self.module, self._data
     run.__dict__.pop('before_backward', None)  # the Runner's own no-op again
+    self._release_checkpoints()
     if _ctrl.get('done', True): return
     err = sys.exc_info()[1]
     if err is None or err is self._outer: self._agree(_TRAIN)
     else: self._agree(_ERROR, 0, err)
+
+# %% ../nbs/07_distributed.ipynb #c8e0b002
+def _gather(part):
+    "Every rank's `part` on rank 0, in rank order (None on the other ranks)"
+    parts = [None] * get_world_size() if is_main_process() else None
+    dist.gather_object(part, parts, dst=0, group=_ctrl['group'])
+    return parts
+
+# %% ../nbs/07_distributed.ipynb #c8e0b004
+@patch
+def _take_checkpoints(self:DistributedCallback):
+    "For this fit, the runner's `CheckpointCallback`s take their requests and write through the ranks"
+    self._cks = [cb for cb in self.run.cbs if isinstance(cb, CheckpointCallback)]
+    self._agreed = {ck: [False, False] for ck in self._cks}
+    for ck in self._cks: ck.requests, ck.write = partial(self._requests, ck), partial(self._write, ck)
+
+@patch
+def _release_checkpoints(self:DistributedCallback):
+    "Give the `CheckpointCallback`s their own `requests` and `write` back"
+    for ck in self._cks: ck.__dict__.pop('requests', None); ck.__dict__.pop('write', None)
+
+# %% ../nbs/07_distributed.ipynb #c8e0b006
+@patch
+def _asks(self:DistributedCallback)->tuple:
+    "What this rank's checkpoints were asked since the last decision: `(save, stop)`"
+    asks = [CheckpointCallback.requests(ck) for ck in self._cks]
+    return any(s for s, _ in asks), any(t for _, t in asks)
+
+@patch
+def _stopping(self:DistributedCallback)->bool:
+    "Have the ranks agreed to end this epoch or the fit? (They may then be at different batches)"
+    return self._epoch_agreed or _ctrl['done']
+
+# %% ../nbs/07_distributed.ipynb #c8e0b007
+@patch
+def _requests(self:DistributedCallback, ck)->tuple:
+    "`ck.requests()` for this fit: the save and the stop that any rank asked for, as agreed"
+    a = self._agreed[ck]
+    if self._stopping(): return False, False  # later, at the end of the epoch
+    save, a[0] = a[0], False
+    return save, a[1]
+
+# %% ../nbs/07_distributed.ipynb #c8e0b008
+@patch
+def _write(self:DistributedCallback, ck, st:dict):
+    "`ck.write(st)` for this fit: the ranks agree to save here, rank 0 gathers their own parts and writes, the others wait"
+    if self._stopping(): return
+    res = self._agree(_GO, _key(7, st['epoch'], st['iter']))
+    if res != _GO: raise _cancels[res]()  # another rank ends the epoch or the fit: it told us here
+    st['processes'] = _gather(st['processes'][0])
+    on_main(write_checkpoint, st, ck.path)
 
 # %% ../nbs/07_distributed.ipynb #28f285db
 def free_port()->int:

@@ -2,7 +2,8 @@
 
 Under torchrun: `python -m torch.distributed.run ... _ddp_worker.py MODE [OUT]`, MODE one of
 `cases` (every case of `cases()` and the others below, results saved to OUT/rank<r>.pt), `fit` (one case, saved likewise),
-`boom` (rank 1 raises, uncaught: the whole job must end with its error).
+`boom` (rank 1 raises, uncaught: the whole job must end with its error), `ckpt_first` and `ckpt_resume` (the checkpoint
+job stopped in several ways, then resumed in new processes; checkpoints in OUT, results saved likewise).
 """
 import math, sys, torch, torch.nn.functional as F
 from torch import nn, optim
@@ -10,7 +11,8 @@ from minifast_nb.data import Dataset, DataBunch, get_dls
 from minifast_nb.loss import accuracy
 from minifast_nb.callbacks import (Learner, Runner, Callback, AvgStatsCallback, TerminateOnNaNCallback, DeviceCallback,
                                    CancelBatchException, CancelEpochException, CancelTrainException)
-from minifast_nb.annealing import LR_Find
+from minifast_nb.annealing import LR_Find, Recorder, ParamScheduler, combine_scheds, cos_1cycle_anneal
+from minifast_nb.checkpoint import CheckpointCallback, read_checkpoint
 from minifast_nb.distributed import DistributedCallback, get_rank, get_world_size, init_distributed, destroy_distributed, on_main
 
 def make_data(n=1001, bs=64, seed=1, torch_dl=False):
@@ -100,10 +102,65 @@ def dist_only_cases():
 
 def resume(out):
     "Stop both ranks after the first epoch's checkpoint (rank 0 writes it), then resume from it in a new fit"
-    from minifast_nb.checkpoint import CheckpointCallback
     path = f"{out}/checkpoint.pt"
     train(True, cbs=[CheckpointCallback(path), Act(CancelTrainException(), 'begin_batch', epoch=1, it=0, ranks=(0, 1))])
     return train(True, cbs=[CheckpointCallback(path, resume=True)])
+
+class EpochStats(Callback):
+    "Each epoch's averages `(epoch, train, valid)`, once summed over the ranks"
+    _order, stateless = 5, True
+    def __init__(self): self.rows = []
+    def after_epoch(self):
+        st = self.run.avg_stats
+        self.rows.append((self.run.epoch, st.train_stats.avg_stats, st.valid_stats.avg_stats))
+
+class Ask(Callback):
+    "A signal handler's `save_now(stop=True)` on the ranks `ranks` only: after training batch `n` (counted over epochs), or validation batch `valid` of epoch 0"
+    _order, stateless = 30, True
+    def __init__(self, ranks, n=None, valid=None): self.ranks, self.n, self.valid = ranks, n, valid
+    def after_batch(self):
+        run = self.run
+        if get_rank() not in self.ranks: return
+        if (run.n_iter == self.n) if run.in_train else ((run.epoch, run.iter) == (0, self.valid)): run.checkpoint.save_now(stop=True)
+
+class Peek(Callback):
+    "The position that the checkpoint file holds, as this rank reads it right after each save every `every` training batches"
+    _order, stateless = 25, True
+    def __init__(self, every): self.every, self.seen = every, []
+    def after_batch(self):
+        run = self.run
+        if not (run.in_train and run.n_iter % self.every == 0): return
+        ck = read_checkpoint(run.checkpoint.path)
+        self.seen.append((ck['epoch'], ck['iter']))
+
+def ckpt_fit(path, resume=False, every='epoch', cbs=(), dist_on=True):
+    "The checkpoint job: 301 rows in batches of 32 (the last, 13, shared 7 and 6), dropout, momentum, one-cycle lr, 3 epochs"
+    torch.manual_seed(0)
+    data = make_data(301, 32)
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 5))
+    sched = combine_scheds([0.3, 0.7], cos_1cycle_anneal(0.01, 0.2, 0.001))
+    cbs = [AvgStatsCallback([accuracy]), Recorder(), ParamScheduler('lr', sched), EpochStats(),
+           CheckpointCallback(path, every=every, resume=resume), *cbs] + ([DistributedCallback(timeout=60)] if dist_on else [])
+    run, res = Runner(cbs=cbs), {}
+    run.logger = lambda *a: None
+    try: run.fit(3, Learner(model, optim.SGD(model.parameters(), lr=0.1, momentum=0.9), F.cross_entropy, data))
+    except Exception as e: res['error'] = f"{type(e).__name__}: {e}"
+    res.update(w=[p.detach().clone() for p in model.parameters()], epochs=run.epoch_stats.rows, losses=run.recorder.losses,
+               lrs=run.recorder.lrs, interrupted=run.checkpoint.interrupted, seen=getattr(getattr(run, 'peek', None), 'seen', None))
+    return res
+
+def ckpt_first(d):
+    "The checkpoint job: never stopped; stopped by rank 1 in epoch 1; by rank 0 in validation; ended by rank 0's error after saves every 4 batches; writing to a missing folder"
+    return dict(ref=ckpt_fit(f'{d}/ref.pt'), mid=ckpt_fit(f'{d}/mid.pt', cbs=[Ask((1,), n=13)]),
+                end=ckpt_fit(f'{d}/end.pt', cbs=[Ask((0,), valid=1)]),
+                crash=ckpt_fit(f'{d}/crash.pt', every=4, cbs=[Peek(4), Act(ValueError('crash on rank 0'), 'begin_batch', epoch=1, it=4, ranks=(0,))]),
+                nodir=ckpt_fit(f'{d}/missing/ck.pt'))
+
+def ckpt_resume(d):
+    "In new processes: each job that `ckpt_first` stopped, resumed; and a job of one process resumed"
+    res = {k: ckpt_fit(f'{d}/{k}.pt', resume=True, every=4 if k == 'crash' else 'epoch') for k in ('mid', 'end', 'crash')}
+    res['one'] = ckpt_fit(f'{d}/one.pt', resume=True)
+    return res
 
 def disk_full(): raise OSError(28, 'No space left on device')
 
@@ -134,5 +191,7 @@ if __name__ == '__main__':
     if mode == 'cases':
         res = {k: train(True, **kw) for k, kw in {**cases(False), **dist_only_cases()}.items()}
         res['main_error'], res['resume'] = main_error(), resume(out)
+    if mode == 'ckpt_first': res = ckpt_first(out)
+    if mode == 'ckpt_resume': res = ckpt_resume(out)
     torch.save(res, f"{out}/rank{get_rank()}.pt")
     destroy_distributed()
