@@ -169,12 +169,13 @@ def _check_cuda(dev, name):
         raise CliError(f"--device {name}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n-1}")
     return dev
 
-# %% ../nbs/10_cli.ipynb #998fa60e
+# %% ../nbs/10_cli.ipynb #b4593557
 _LOCK = '.minifast_train.lock'
 
 def _lock(folder):
     "An open file descriptor holding an exclusive `flock` on `folder`'s lock file; a `CliError` if another run holds it"
-    import fcntl
+    try: import fcntl
+    except ImportError: return None  # Windows has no flock: there, two runs into one folder are not kept apart
     while True:
         fd = os.open(folder/_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -295,7 +296,7 @@ def _forget(ckpt):
     with contextlib.suppress(OSError, ValueError):
         if read_checkpoint(ckpt.path)['extra'].get('run_id') == ckpt.extra['run_id']: ckpt.path.unlink()
 
-# %% ../nbs/10_cli.ipynb #ed2b08e6
+# %% ../nbs/10_cli.ipynb #bb389293
 def train(args, data, device, ckpt):
     "Train the course's MLP on `data` as `args` say, saving to `ckpt`; returns the `Runner` after `fit` and the model"
     import torch.nn.functional as F
@@ -310,6 +311,8 @@ def train(args, data, device, ckpt):
     except ValueError as e:  # a checkpoint that does not fit the data or the model, e.g. the MNIST files changed
         if args.resume and str(e).startswith('checkpoint '): raise CliError(_one_line(e)) from e
         raise
+    except OSError as e:  # writing the checkpoint failed: a full disk...
+        raise CliError(f"cannot write {ckpt.path} ({e.strerror or _one_line(e)}); the checkpoint there is unchanged") from e
     return run, model
 
 # %% ../nbs/10_cli.ipynb #43f14f8f
