@@ -118,9 +118,9 @@ def get_parser():
     for title, add in (('data', _data_args), ('training', _train_args), ('run', _run_args)): add(p.add_argument_group(title))
     return p
 
-# %% ../nbs/10_cli.ipynb #cb3bae91
-RUN_FLAGS = ('out', 'resume', 'device', 'nproc', 'threads', 'no_progress')  # how this run goes: from this command line
-RESUME_FLAGS = RUN_FLAGS + ('data_dir', 'download')  # where the data is: saved, unless given again
+# %% ../nbs/10_cli.ipynb #728b5d32
+RUN_FLAGS = ('out', 'resume', 'device', 'threads', 'no_progress')  # how this process runs: from this command line
+RESUME_FLAGS = RUN_FLAGS + ('nproc', 'data_dir', 'download')  # saved, unless given again
 
 def _given(argv):
     "The names (`dest`s) of the options given in `argv`"
@@ -556,12 +556,11 @@ def prepare_folder(out, args):
 
 def _finished(runner, args): return len(runner.epoch_table.rows) == args.epochs or getattr(getattr(runner, 'early_stopping', None), 'stopped', False)
 
-# %% ../nbs/10_cli.ipynb #c09ec17d
+# %% ../nbs/10_cli.ipynb #0f35f942
 def _stopped(args, signum):
     what = 'interrupted' if signum == signal.SIGINT else 'terminated'
-    more = f" --nproc {args.nproc}" if args.nproc > 1 else ''
     return _fail(f"{what}; the training so far is saved in {Path(args.out)/'checkpoint.pt'}: continue it with "
-                 f"minifast_train --out {shlex.quote(args.out)} --resume{more}", 128 + signum)
+                 f"minifast_train --out {shlex.quote(args.out)} --resume", 128 + signum)
 
 def _summary(runner, args):
     final = runner.epoch_table.rows[-1]
@@ -587,28 +586,28 @@ def _import_libraries(*names):
     with _signals_held():
         for name in names: importlib.import_module(name)
 
-# %% ../nbs/10_cli.ipynb #6a43ed78
-def run(args):
-    "Run `minifast_train` as `args` say; returns the exit status"
+# %% ../nbs/10_cli.ipynb #dfb1c224
+def run(args, argv):
+    "Run `minifast_train` as `args` (parsed from `argv`) say; returns the exit status"
     _import_libraries('torch', 'minifast_nb.checkpoint', 'minifast_nb.distributed', 'minifast_nb.precision', 'minifast_nb.training')
     from minifast_nb.precision import set_threads
     started = start(args)
     if started is None: _print(f"the run in {args.out} is already finished; its results are there"); return 0
     args, run_id = started
+    if args.nproc > 1 and not _launched(): return launch_procs(args, argv)  # the new processes parse `argv` again
     if args.data == 'digits': _import_libraries('sklearn.datasets')  # what `get_digits` imports
     set_threads(args.threads)  # this process only: importing minifast_nb never changes it
     device = check_device(args.device)
     if _launched(): from minifast_nb.distributed import init_distributed; init_distributed(device=device)
     return train_in(args, run_id, device)
 
-# %% ../nbs/10_cli.ipynb #9494f7d2
+# %% ../nbs/10_cli.ipynb #9e16ae58
 def main(argv=None):
     "Run `minifast_train` with the arguments `argv` (default: the command line); returns the exit status"
     argv = sys.argv[1:] if argv is None else list(argv)
     args, got = parse_args(argv), []
-    if args.nproc > 1 and not _launched(): return launch_procs(args, argv)
     old = {s: signal.signal(s, _stopper(got)) for s in (signal.SIGINT, signal.SIGTERM)}
-    try: return run(args)
+    try: return run(args, argv)
     except KeyboardInterrupt: return _fail("interrupted", 130)
     except Terminated: return _fail("terminated", 143)
     except CliError as e: return _fail(f"error: {e}", 1)
