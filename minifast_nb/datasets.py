@@ -24,16 +24,27 @@ def _n_valid(valid_pct, n):
                                        f"{n-k} for training; use a value between {1/n:.2g} and {1-1/n:.5g}")
     return k
 
+# %% ../nbs/00_datasets.ipynb #digitscsv2
+def _digits_arrays():
+    "The digits' pixels (1797, 64) and labels, read from scikit-learn's CSV without importing scikit-learn"
+    import importlib.util
+    spec = importlib.util.find_spec('sklearn')
+    fname = Path(spec.submodule_search_locations[0])/'datasets'/'data'/'digits.csv.gz' if spec else None
+    if fname is None or not fname.exists():
+        from sklearn.datasets import load_digits
+        d = load_digits(); return d.data, d.target
+    a = np.loadtxt(fname, delimiter=',')
+    return a[:, :-1], a[:, -1].astype(int)
+
 # %% ../nbs/00_datasets.ipynb #fdf93681
 def get_digits(valid_pct:float=0.2, # fraction of the 1,797 images kept for validation
                seed:int=42, # random seed of the permutation that makes the split
               ):
     "scikit-learn's digits as flat float tensors `x_train, y_train, x_valid, y_valid`, pixels in [0, 1]"
     if isinstance(seed, bool) or not isinstance(seed, Integral): raise TypeError(f"seed must be an int, got {seed!r}")
-    from sklearn.datasets import load_digits  # imported here: scikit-learn is slow to import
-    d = load_digits()
-    n_valid, idx = _n_valid(valid_pct, len(d.target)), np.random.RandomState(seed).permutation(len(d.target))
-    x, y = torch.tensor(d.data[idx] / 16., dtype=torch.float32), torch.tensor(d.target[idx], dtype=torch.long)
+    data, target = _digits_arrays()
+    n_valid, idx = _n_valid(valid_pct, len(target)), np.random.RandomState(seed).permutation(len(target))
+    x, y = torch.tensor(data[idx] / 16., dtype=torch.float32), torch.tensor(target[idx], dtype=torch.long)
     return x[n_valid:], y[n_valid:], x[:n_valid], y[:n_valid]
 
 # %% ../nbs/00_datasets.ipynb #39e6681e
