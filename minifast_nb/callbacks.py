@@ -18,7 +18,10 @@ __all__ = ['get_model', 'Learner', 'camel2snake', 'Callback', 'TrainEvalCallback
 # %% ../nbs/04_callbacks.ipynb #7f6253b4
 def _n_inputs(ds):
     "Number of input features of dataset `ds` (ours has `x`; PyTorch's `TensorDataset` only items)"
-    return (ds.x if hasattr(ds, 'x') else ds[0][0]).shape[-1]
+    x0 = ds.x[0] if hasattr(ds, 'x') else ds[0][0]
+    if x0.ndim != 1: raise ValueError(f"get_model builds an MLP over flat inputs: each input must be a 1-D vector of "
+                                      f"features, got one of shape {tuple(x0.shape)}; flatten them, e.g. x.view(len(x), -1)")
+    return x0.shape[0]
 
 # %% ../nbs/04_callbacks.ipynb #b2c54e8e
 def get_model(data, # a `DataBunch`: gives the number of inputs and of classes (`data.c`)
