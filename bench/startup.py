@@ -8,8 +8,9 @@ hits all of them alike, and prints the median wall-clock seconds of each and its
   A  python -c "import torch"                                   the floor any PyTorch script pays
   B  minifast_train --data digits --epochs 1 --no-progress      a whole 1-epoch run, outputs written to a temp folder
   C  minifast_train --help                                      should not need torch at all
-It also checks, in one more process, whether `--help` imports torch. The targets (issue 13): B at most 2x A,
-and `--help` without importing torch. It measures whatever `minifast_train` is installed in this environment.
+It also checks, in one more process, whether `--help` imports torch. The targets (issue 21): B at most 1.5x A on a
+quiet machine (a digits run imports neither scikit-learn nor SciPy: nbs/tests/test_cli.ipynb checks it), and `--help`
+without importing torch. It measures whatever `minifast_train` is installed in this environment.
 """
 import argparse, os, platform, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -68,7 +69,8 @@ def main(rounds=7):
     print("|---|---:|---:|")
     for k, m in med.items(): print(f"| {k} | {m:.2f} | {m / base:.2f}x |")
     run = med['`minifast_train --data digits --epochs 1`'] / base
-    print(f"\n1-epoch digits run: {run:.2f}x `import torch` (target: at most 2x): {'met' if run <= 2 else 'NOT met'}")
+    verdict = 'met' if run <= 1.5 else 'NOT met'
+    print(f"\n1-epoch digits run: {run:.2f}x `import torch` (target: at most 1.5x on a quiet machine): {verdict}")
     imp = help_imports_torch()
     print(f"`minifast_train --help` imports torch: {'yes (target: no)' if imp else 'no (target met)'}")
 

@@ -4,14 +4,14 @@
 
 # %% ../nbs/00_datasets.ipynb #208a6792
 from __future__ import annotations
-import gzip, importlib, math, os, struct, zlib
+import gzip, importlib.util, math, os, struct, zlib
 from numbers import Integral, Real
 from pathlib import Path
 import numpy as np, torch
 
 # %% auto #0
-__all__ = ['IDX_DTYPES', 'MNIST_FILES', 'get_digits', 'normalize', 'read_idx', 'write_idx', 'load_mnist', 'mnist_path',
-           'get_mnist']
+__all__ = ['IDX_DTYPES', 'MNIST_FILES', 'get_digits', 'normalize', 'read_idx', 'write_idx', 'mnist_path', 'get_mnist',
+           'fake_mnist']
 
 # %% ../nbs/00_datasets.ipynb #9a41da0e
 def _n_valid(valid_pct, n):
@@ -27,10 +27,9 @@ def _n_valid(valid_pct, n):
 # %% ../nbs/00_datasets.ipynb #digitscsv2
 def _digits_arrays():
     "The digits' pixels (1797, 64) and labels, read from scikit-learn's CSV without importing scikit-learn"
-    import importlib.util
     spec = importlib.util.find_spec('sklearn')
-    fname = Path(spec.submodule_search_locations[0])/'datasets'/'data'/'digits.csv.gz' if spec else None
-    if fname is None or not fname.exists():
+    fname = spec and Path(spec.submodule_search_locations[0])/'datasets'/'data'/'digits.csv.gz'
+    if not (fname and fname.exists()):
         from sklearn.datasets import load_digits
         d = load_digits(); return d.data, d.target
     a = np.loadtxt(fname, delimiter=',')
@@ -50,14 +49,13 @@ def get_digits(valid_pct:float=0.2, # fraction of the 1,797 images kept for vali
 # %% ../nbs/00_datasets.ipynb #39e6681e
 def normalize(x, m, s):
     "Normalize `x` with mean `m` and standard deviation `s` (use the training set's for every split)"
-    bad = ~torch.as_tensor(s).isfinite() | (torch.as_tensor(s) == 0)
-    if bad.any(): raise ValueError(f"normalize: the standard deviation s must be finite and nonzero, but {int(bad.sum())} "
-        f"of its {bad.numel()} values are not (a constant input has s == 0); use one s for all inputs, or `s.clamp_min(1e-6)`")
+    if not torch.as_tensor(s).isfinite().all(): raise ValueError("normalize: the standard deviation s is nan or "
+                                                                 "infinite; check the data for nan and inf values")
+    flat = torch.as_tensor(s).abs() <= 1e-5 * torch.as_tensor(m).abs()  # 0, or the rounding of a constant input
+    if flat.any(): raise ValueError(f"normalize: the data have no spread (all values equal): s is 0 or rounding in "
+        f"{int(flat.sum())} of its {flat.numel()} values; check that the data are the right, non-blank files, "
+        f"or use one s for all inputs, or `s.clamp_min(1e-6)`")
     return (x - m) / s
-
-# %% ../nbs/00_datasets.ipynb #2134a07f
-IDX_DTYPES = {0x08: np.dtype('u1'), 0x09: np.dtype('i1'), 0x0B: np.dtype('>i2'),
-              0x0C: np.dtype('>i4'), 0x0D: np.dtype('>f4'), 0x0E: np.dtype('>f8')}
 
 # %% ../nbs/00_datasets.ipynb #4b98aad9
 def _read_bytes(path):
@@ -68,24 +66,28 @@ def _read_bytes(path):
     except (OSError, EOFError, zlib.error) as e:
         raise ValueError(f"{path} is a damaged gzip file ({e}); delete it and get it again") from None
 
-# %% ../nbs/00_datasets.ipynb #c8ec85d0
+# %% ../nbs/00_datasets.ipynb #2134a07f
+IDX_DTYPES = {0x08: np.dtype('u1'), 0x09: np.dtype('i1'), 0x0B: np.dtype('>i2'),
+              0x0C: np.dtype('>i4'), 0x0D: np.dtype('>f4'), 0x0E: np.dtype('>f8')}
+
 def _idx_header(data, path):
     "The element type, shape and data offset announced by the header of the IDX bytes `data`"
     if len(data) < 4 or data[:2] != b'\0\0' or data[2] not in IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file: it starts with {data[:4].hex()!r}, not 0000<type><ndim> "
                          f"such as '00000803' (MNIST images); delete it and get the file again")
     start = 4 + 4*data[3]
-    if len(data) < start: raise ValueError(f"{path} is truncated: its header ends early; delete it and get it again")
+    if len(data) < start: raise ValueError(f"{path} is truncated or damaged: its header announces {data[3]} "
+                                           f"dimensions but ends early; delete it and get it again")
     return IDX_DTYPES[data[2]], struct.unpack(f'>{data[3]}I', data[4:start]), start
 
 # %% ../nbs/00_datasets.ipynb #6d37f81d
 def read_idx(path)->torch.Tensor:
-    "Read the IDX file at `path` (gzipped or not) into a tensor of its shape and type"
+    "Read IDX file `path` (gzipped or not) into a tensor; checked: the header, gzip's CRC (not unpacked data)"
     data = _read_bytes(path)
     dt, dims, start = _idx_header(data, path)
     n = math.prod(dims) * dt.itemsize
-    if len(data) - start != n: raise ValueError(f"{path} is truncated or damaged: its header announces shape {dims} "
-                                                f"({n} bytes of data) but it holds {len(data)-start}; delete it and get it again")
+    if len(data) - start != n: raise ValueError(f"{path} is truncated or damaged: its header announces shape "
+        f"{dims} ({n} bytes of data) but it holds {len(data)-start}; delete it and get it again")
     a = np.frombuffer(data, dt, offset=start).reshape(dims)
     return torch.from_numpy(a.astype(dt.newbyteorder('=')))  # a native-endian, writable copy
 
@@ -96,9 +98,13 @@ def write_idx(path, # where to write; the file is gzipped if the name ends in `.
     "Write `x` to `path` in the IDX format (the inverse of `read_idx`)"
     a = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
     codes = {dt.newbyteorder('='): c for c, dt in IDX_DTYPES.items()}
-    if a.dtype not in codes: raise TypeError(f"IDX cannot store dtype {a.dtype}; convert first, e.g. `x.to(torch.uint8)`")
-    data = bytes([0, 0, codes[a.dtype], a.ndim]) + struct.pack(f'>{a.ndim}I', *a.shape) + a.astype(a.dtype.newbyteorder('>')).tobytes()
-    path = Path(path)
+    if a.dtype not in codes:
+        raise TypeError(f"IDX cannot store dtype {a.dtype}; convert first, e.g. `x.to(torch.uint8)`")
+    big = [i for i, n in enumerate(a.shape) if n > 0xFFFFFFFF]
+    if big: raise ValueError(f"dimension {big[0]} of shape {a.shape} is {a.shape[big[0]]}, but IDX stores each "
+                             f"dimension in 4 bytes (at most 4294967295); split `x` into several files")
+    head = bytes([0, 0, codes[a.dtype], a.ndim]) + struct.pack(f'>{a.ndim}I', *a.shape)
+    path, data = Path(path), head + a.astype(a.dtype.newbyteorder('>')).tobytes()
     path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == '.gz' else data)  # mtime=0: same bytes every time
     return path
 
@@ -108,41 +114,27 @@ MNIST_FILES = {'train-images-idx3-ubyte.gz': 'f68b3c2dcbeaaa9fbdd348bbdeb94873',
                't10k-images-idx3-ubyte.gz':  '9fb629c4189551a2d022fa330f9573f3',
                't10k-labels-idx1-ubyte.gz':  'ec29112dd5afa0611ce80d1b7f02629c'}
 
-# %% ../nbs/00_datasets.ipynb #0bbfbadf
 def _mnist_files(path):
     "The paths of MNIST's 4 files in folder `path` (each gzipped or unpacked), or a `FileNotFoundError`"
     found = {f: next((p for p in (path/f, path/f.removesuffix('.gz')) if p.is_file()), None) for f in MNIST_FILES}
     missing = [f for f, p in found.items() if p is None]
     if missing: raise FileNotFoundError(f"MNIST files not found in {path}: {', '.join(missing)}. To fix: call "
-        f"`get_mnist({str(path)!r}, download=True)`, or place the files there by hand, or use `get_digits()` offline")
+        f"`download_mnist({str(path)!r})` (minifast_nb.download), place them there by hand, or use `get_digits()`")
     return list(found.values())
-
-# %% ../nbs/00_datasets.ipynb #0b8e3a84
-def _bad_file(path, what):
-    "The `ValueError` for an MNIST file that reads as IDX but holds the wrong thing"
-    return ValueError(f"{path} {what}, so it is not an MNIST file; replace it with the original (or delete it "
-                      f"and call `get_mnist(download=True)`)")
 
 # %% ../nbs/00_datasets.ipynb #ccb942d8
 def _images_labels(xf, yf):
-    "The byte images of file `xf` and the labels of file `yf`, checked"
+    "The byte images of file `xf` and the labels of file `yf`, checked: a `ValueError` names a wrong file"
+    def bad(f, what): return ValueError(f"{f} {what}, so it is not an MNIST file; replace it with the original "
+                                        f"(or delete it and call `download_mnist`)")
     x, y = read_idx(xf), read_idx(yf)
-    if x.dtype != torch.uint8 or x.ndim != 3: raise _bad_file(xf, f"holds {x.dtype} of shape {tuple(x.shape)} "
-                                                                  f"(MNIST images are n × rows × columns bytes)")
-    if x.numel() == 0: raise _bad_file(xf, f"holds no pixels (shape {tuple(x.shape)})")
-    if y.dtype != torch.uint8 or y.shape != x.shape[:1]: raise _bad_file(yf, f"holds {y.dtype} of shape "
+    if x.dtype != torch.uint8 or x.ndim != 3: raise bad(xf, f"holds {x.dtype} of shape {tuple(x.shape)} "
+                                                             f"(MNIST images are n × rows × columns bytes)")
+    if x.numel() == 0: raise bad(xf, f"holds no pixels (shape {tuple(x.shape)})")
+    if y.dtype != torch.uint8 or y.shape != x.shape[:1]: raise bad(yf, f"holds {y.dtype} of shape "
         f"{tuple(y.shape)} (MNIST labels are one byte per image, {len(x)} for {xf.name})")
-    if y.max() > 9: raise _bad_file(yf, f"holds labels up to {int(y.max())} (MNIST's are 0 to 9)")
+    if y.max() > 9: raise bad(yf, f"holds labels up to {int(y.max())} (MNIST's are 0 to 9)")
     return x, y
-
-# %% ../nbs/00_datasets.ipynb #82fe9356
-def load_mnist(path)->tuple:
-    "MNIST's 4 files in folder `path` as `x_train, y_train, x_valid, y_valid` (valid = the 10,000 test images)"
-    trn_x, trn_y, tst_x, tst_y = _mnist_files(Path(path).expanduser())
-    (xt, yt), (xv, yv) = _images_labels(trn_x, trn_y), _images_labels(tst_x, tst_y)
-    if xt.shape[1:] != xv.shape[1:]: raise ValueError(f"{tst_x} holds images of {tuple(xv.shape[1:])} pixels but "
-        f"{trn_x} of {tuple(xt.shape[1:])}; one model needs one size: replace them with the original MNIST files")
-    return xt.flatten(1).float() / 255, yt.long(), xv.flatten(1).float() / 255, yv.long()
 
 # %% ../nbs/00_datasets.ipynb #10c955ab
 def mnist_path(path=None)->Path:
@@ -150,21 +142,21 @@ def mnist_path(path=None)->Path:
     if path is None: path = os.environ.get('MINIFAST_NB_DATA') or Path.home()/'.cache'/'minifast_nb'/'mnist'
     return Path(path).expanduser()
 
-# %% ../nbs/00_datasets.ipynb #2ebfaf8b
-def get_mnist(path=None, # the MNIST folder; see `mnist_path`
-              download:bool=False, # first fetch missing files (see `minifast_nb.download`)
-              **kwargs, # passed on to `download_mnist` when downloading: `mirrors`, `files`, `timeout`, `deadline`
-             )->tuple:
-    "MNIST as flat tensors `x_train, y_train, x_valid, y_valid` from its folder, downloaded first if `download`"
-    if not isinstance(download, bool): raise TypeError(f"download must be True or False, got {download!r}")
-    if download:
-        from minifast_nb.download import download_mnist
-        path = download_mnist(path, **kwargs)
-    return load_mnist(mnist_path(path))
+# %% ../nbs/00_datasets.ipynb #82fe9356
+def get_mnist(path=None)->tuple:
+    "MNIST from folder `path` (see `mnist_path`) as `x_train, y_train, x_valid, y_valid`; valid: the test images"
+    trn_x, trn_y, tst_x, tst_y = _mnist_files(mnist_path(path))
+    (xt, yt), (xv, yv) = _images_labels(trn_x, trn_y), _images_labels(tst_x, tst_y)
+    if xt.shape[1:] != xv.shape[1:]: raise ValueError(f"{tst_x} holds images of {tuple(xv.shape[1:])} pixels but "
+        f"{trn_x} of {tuple(xt.shape[1:])}; one model needs one size: replace them with the original MNIST files")
+    return xt.flatten(1).float() / 255, yt.long(), xv.flatten(1).float() / 255, yv.long()
 
-# %% ../nbs/00_datasets.ipynb #e15a3d0c
-_MOVED = {'MNIST_MIRRORS', 'MNIST_SIZES', 'md5sum', 'write_atomic', 'DownloadError', 'download_file', 'download_mnist'}
-def __getattr__(name):
-    "The names that moved to `minifast_nb.download`, imported from there on first use"
-    if name in _MOVED: return getattr(importlib.import_module('minifast_nb.download'), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# %% ../nbs/00_datasets.ipynb #dc88c853
+def fake_mnist(folder, n_train=20, n_valid=10, seed=0)->list:
+    "Write 4 small MNIST-shaped files of random bytes into `folder`; return the tensors written"
+    g, folder = torch.Generator().manual_seed(seed), Path(folder)
+    def rand(high, *shape): return torch.randint(0, high, shape, dtype=torch.uint8, generator=g)
+    ts = [rand(256, n_train, 28, 28), rand(10, n_train), rand(256, n_valid, 28, 28), rand(10, n_valid)]
+    folder.mkdir(parents=True, exist_ok=True)
+    for f, t in zip(MNIST_FILES, ts): write_idx(folder/f, t)
+    return ts
