@@ -16,46 +16,31 @@ __all__ = ['get_model', 'Learner', 'camel2snake', 'Callback', 'TrainEvalCallback
            'model_device', 'DeviceCallback', 'ProgressCallback']
 
 # %% ../nbs/04_callbacks.ipynb #b2c54e8e
-def _n_inputs(ds):
-    "Number of input features of dataset `ds` (ours has `x`; PyTorch's `TensorDataset` only items)"
-    x0 = ds.x[0] if hasattr(ds, 'x') else ds[0][0]
-    if x0.ndim != 1:
-        raise ValueError(f"get_model builds an MLP over flat inputs: each input must be a 1-D vector of features, "
-                         f"got one of shape {tuple(x0.shape)}; flatten them, e.g. x.view(len(x), -1)")
-    return x0.shape[0]
-
-def get_model(data, # a `DataBunch`: gives the number of inputs and of classes (`data.c`)
-              lr:float=0.5, # learning rate
-              nh:int=50, # hidden units
-              opt_func=optim.SGD, # the optimizer: called as `opt_func(params, lr=lr)`
-             ):
-    "The course's MLP `Linear(m, nh), ReLU, Linear(nh, data.c)` and an optimizer (SGD) on its parameters"
-    c = getattr(data, 'c', None)
-    if not c: raise ValueError(f"data.c must be the number of classes, got {c!r}: "
-                               "build it as DataBunch(train_dl, valid_dl, c=10)")
-    model = nn.Sequential(nn.Linear(_n_inputs(data.train_ds), nh), nn.ReLU(), nn.Linear(nh, c))
+def get_model(data, lr:float=0.5, nh:int=50, opt_func=optim.SGD):
+    "The course's MLP `Linear(m, nh), ReLU, Linear(nh, data.c)` for a `DataBunch`, and `opt_func(params, lr=lr)`"
+    if not (c := getattr(data, 'c', None)): raise ValueError(f"data.c must be the number of classes, got {c!r}: "
+                                                             "build it as DataBunch(train_dl, valid_dl, c=10)")
+    x0 = data.train_ds.x[0] if hasattr(data.train_ds, 'x') else data.train_ds[0][0]
+    if x0.ndim != 1: raise ValueError("get_model builds an MLP over flat inputs: each input must be a 1-D vector of "
+        f"features, got one of shape {tuple(x0.shape)}; flatten them, e.g. x.view(len(x), -1)")
+    model = nn.Sequential(nn.Linear(x0.shape[0], nh), nn.ReLU(), nn.Linear(nh, c))
     return model, opt_func(model.parameters(), lr=lr)
 
-# %% ../nbs/04_callbacks.ipynb #2a847f02
+# %% ../nbs/04_callbacks.ipynb #bb22a0f5
 class Learner():
     "A plain holder of what training needs: `model`, optimizer `opt`, `loss_func` and `data` (a `DataBunch`)"
     def __init__(self, model, opt, loss_func, data): store_attr()
 
-# %% ../nbs/04_callbacks.ipynb #e8f42e55
+# %% ../nbs/04_callbacks.ipynb #57078c94
 _camel_re1 = re.compile('(.)([A-Z][a-z]+)')
 _camel_re2 = re.compile('([a-z0-9])([A-Z])')
 def camel2snake(name):
-    "`AvgStats` -> `avg_stats`"
     s1 = re.sub(_camel_re1, r'\1_\2', name)
     return re.sub(_camel_re2, r'\1_\2', s1).lower()
 
-# %% ../nbs/04_callbacks.ipynb #57078c94
 class Callback():
     "Base of the refined design: define any event method; other attributes are read from the runner"
-    _order = 0
-    stateless = False # True: nothing to save, so a checkpoint need not warn about this callback
-    per_process = False # True: each process of a multi-process job keeps its own state (e.g. partial sums)
-    unique = False # True: a Runner takes one callback of this class (two would do its work twice)
+    _order, stateless, per_process, unique = 0, False, False, False  # nothing to save? state per process? one per run?
     def set_runner(self, run): self.run = run
     def __getattr__(self, k):
         run, me = self.__dict__.get('run'), type(self).__name__
@@ -68,7 +53,7 @@ class Callback():
     def state_dict(self): return {}  # what a checkpoint saves, as torch modules do: nothing by default
     def load_state_dict(self, sd): pass
 
-# %% ../nbs/04_callbacks.ipynb #09f48363
+# %% ../nbs/04_callbacks.ipynb #a67cc3f6
 class TrainEvalCallback(Callback):
     "Train/eval mode, `in_train`, training iterations `n_iter` and epochs done as a float `n_epochs`"
     _order, stateless, unique = -10, True, True
@@ -80,24 +65,20 @@ class TrainEvalCallback(Callback):
         self.run.in_train = False
         self.run.model.eval()
     def after_batch(self):
-        run = self.run
-        if not run.in_train: return
-        run.n_epochs = run.epoch + (run.iter + 1) / run.iters  # exact at the end of each epoch
-        run.n_iter += 1
+        if not self.run.in_train: return
+        self.run.n_epochs = self.run.epoch + (self.run.iter + 1) / self.run.iters  # exact at the end of each epoch
+        self.run.n_iter += 1
 
-# %% ../nbs/04_callbacks.ipynb #a14c4bb6
+# %% ../nbs/04_callbacks.ipynb #b26affe0
 class CancelTrainException(Exception): "Stop the fit; then `after_cancel_train` and `after_fit` run"
-class CancelEpochException(Exception):
-    "Skip the rest of this epoch, validation included; then `after_cancel_epoch` and `after_epoch` run"
+class CancelEpochException(Exception): "Skip the rest of this epoch; then `after_cancel_epoch` and `after_epoch` run"
 class CancelBatchException(Exception): "Skip the rest of this batch; then `after_cancel_batch` and `after_batch` run"
 _cancels = (CancelBatchException, CancelEpochException, CancelTrainException)
-_batch_events = ('begin_batch', 'after_pred', 'after_loss', 'before_backward', 'after_backward', 'after_step')
-_epoch_train = (CancelEpochException, CancelTrainException)
-_scope = {'begin_fit': (CancelTrainException,), 'begin_epoch': _epoch_train,  # event: the cancels it may raise
-          **{e: _cancels for e in _batch_events}, 'after_batch': _epoch_train, 'begin_validate': _epoch_train,
-          'after_epoch': (CancelTrainException,), 'after_cancel_batch': (), 'after_cancel_epoch': (),
-          'after_cancel_train': (), 'after_fit': ()}
-_events = tuple(_scope)
+_epoch_train, _batch = (CancelEpochException, CancelTrainException), ('begin_batch', 'after_pred', 'after_loss',
+                                                                      'before_backward', 'after_backward', 'after_step')
+_scope = {'begin_fit': (CancelTrainException,), 'begin_epoch': _epoch_train, **{e: _cancels for e in _batch},  # allowed
+          'after_batch': _epoch_train, 'begin_validate': _epoch_train, 'after_epoch': (CancelTrainException,),
+          'after_cancel_batch': (), 'after_cancel_epoch': (), 'after_cancel_train': (), 'after_fit': ()}
 
 # %% ../nbs/04_callbacks.ipynb #10e467cb
 def _from_learn(k): return property(lambda self: None if self.learn is None else getattr(self.learn, k))
@@ -112,18 +93,23 @@ class Runner():
         if not any(isinstance(cb, TrainEvalCallback) for cb in cbs): cbs.insert(0, TrainEvalCallback())
         self.add_cbs(cbs)
     model, opt, loss_func, data = map(_from_learn, ('model', 'opt', 'loss_func', 'data'))  # None without a learner
-    # the steps of a batch; a callback (or a subclass) may replace each
-    def predict(self): self.pred = self.model(self.xb)
-    def get_loss(self): self.loss = check_loss(self.loss_func(self.pred, self.yb))  # one number, not one per sample
-    def backward(self): self.loss.backward()
-    def step(self): self.opt.step()
-    def zero_grad(self): self.opt.zero_grad()
 
-# %% ../nbs/04_callbacks.ipynb #af1766a6
+# %% ../nbs/04_callbacks.ipynb #8d3cc511
+@patch
+def predict(self:Runner): self.pred = self.model(self.xb)  # the batch's steps: a callback or subclass may replace each
+@patch
+def get_loss(self:Runner): self.loss = check_loss(self.loss_func(self.pred, self.yb))  # one number, not one per sample
+@patch
+def backward(self:Runner): self.loss.backward()
+@patch
+def step(self:Runner): self.opt.step()
+@patch
+def zero_grad(self:Runner): self.opt.zero_grad()
+
+# %% ../nbs/04_callbacks.ipynb #4e79c826
 def _check_cb(run, cb, others):
-    if not isinstance(cb, Callback):
-        hint = f": pass an instance, {cb.__name__}(...), or the class in cb_funcs" if isinstance(cb, type) else ""
-        raise TypeError(f"callbacks must be Callback instances, got {cb!r}{hint}")
+    if not isinstance(cb, Callback): raise TypeError(f"callbacks must be Callback instances, got {cb!r}" + (
+        f": pass an instance, {cb.__name__}(...), or the class in cb_funcs" if isinstance(cb, type) else ""))
     if hasattr(run, cb.name) and not isinstance(getattr(run, cb.name), Callback):  # a method or the runner's state
         raise ValueError(f"callback {cb!r} is named {cb.name!r}, which is a Runner attribute: "
                          "rename its class or set its `name`")
@@ -132,7 +118,7 @@ def _check_cb(run, cb, others):
 
 @patch
 def add_cbs(self:Runner, cbs):
-    "Add callbacks `cbs`, reachable as `self.<cb.name>`; sorts by `_order` and rebuilds the event table"
+    "Check callbacks `cbs`, give them this runner and make each an attribute named by its `name`"
     cbs = listify(cbs)
     for i, cb in enumerate(cbs): _check_cb(self, cb, self.cbs + cbs[:i])
     self._sort_cbs(self.cbs + cbs)  # raises before anything changes if two callbacks replace one step
@@ -140,36 +126,33 @@ def add_cbs(self:Runner, cbs):
         cb.set_runner(self)
         setattr(self, cb.name, cb)
 
+# %% ../nbs/04_callbacks.ipynb #0464aca8
 @patch
 def remove_cbs(self:Runner, cbs):
-    "Remove callbacks `cbs` (and their attributes)"
+    "Take callbacks `cbs` out of this runner, with their attributes"
     for cb in listify(cbs):
         if cb not in self.cbs: raise ValueError(f"{cb!r} is not a callback of this Runner, which has {self.cbs}")
         self.cbs.remove(cb)
         if self.__dict__.get(cb.name) is cb: delattr(self, cb.name)
     self._sort_cbs()
 
-# %% ../nbs/04_callbacks.ipynb #dbd87ee2
-_steps = ('predict', 'get_loss', 'backward', 'step', 'zero_grad')
+# %% ../nbs/04_callbacks.ipynb #1fff3313
 def _defines(cb, name): return hasattr(type(cb), name) or name in vars(cb)
-def _handlers(cbs, event): return [getattr(cb, event) for cb in cbs if _defines(cb, event)]
-
-def _step_fn(run, cbs, step):
-    "The method of the callback that replaces `step`, or else the runner's own"
+def _handlers(cbs, event): return [(cb, getattr(cb, event)) for cb in cbs if _defines(cb, event)]
+def _step_fn(run, cbs, step):  # the method of the callback that replaces `step`, or else the runner's own
     cbs = [cb for cb in cbs if _defines(cb, step)]
     if len(cbs) > 1: raise ValueError(f"{cbs[0]!r} and {cbs[1]!r} both replace the Runner's {step!r}: a step takes "
                                       "one replacement; keep one of them, or merge them into one callback")
     return getattr(cbs[0], step) if cbs else getattr(run, step)
 
 @patch
-def _sort_cbs(self:Runner, cbs=None):
-    "Sort the callbacks by `_order` (stable), then resolve the batch steps and each event's methods, once"
+def _sort_cbs(self:Runner, cbs=None):  # stable sort by `_order`, then the batch steps and each event's methods, once
     cbs = sorted(self.cbs if cbs is None else cbs, key=lambda cb: cb._order)
-    self._step_fns = tuple(_step_fn(self, cbs, s) for s in _steps)
+    self._step_fns = tuple(_step_fn(self, cbs, s) for s in ('predict', 'get_loss', 'backward', 'step', 'zero_grad'))
     self.cbs[:] = cbs
-    self._handlers = {e: _handlers(cbs, e) for e in _events}
+    self._handlers = {e: _handlers(cbs, e) for e in _scope}
 
-# %% ../nbs/04_callbacks.ipynb #cf5ba88b
+# %% ../nbs/04_callbacks.ipynb #587d3bfd
 @patch
 def __call__(self:Runner, event_name):
     "Run `event_name` on every callback that defines it, in `_order`; True if any of them returned True"
@@ -177,34 +160,28 @@ def __call__(self:Runner, event_name):
     fs = self._handlers.get(event_name)
     if fs is None: fs = self._handlers[event_name] = _handlers(self.cbs, event_name)
     try:
-        for f in fs: res = f() or res
-    except Exception as e:
-        err = self._explain(e, event_name, f)
-        if err is e: raise
-        raise err from e
+        for cb, f in fs: res = f() or res
+    except Exception as e: raise _explain(e, event_name, cb)
     return res
 
-@patch
-def _explain(self:Runner, e, event_name, f):
-    "`e` with a note naming the callback that raised it, or a `RuntimeError` for a cancel `event_name` does not allow"
-    cb = next((cb for cb in self.cbs if _defines(cb, event_name) and getattr(cb, event_name) == f), f)
-    where = f"{type(cb).__name__}.{event_name}"
+def _explain(e, event, cb):  # `e` with a note naming `cb`, or a `RuntimeError` for a cancel that `event` forbids
+    where = f"{type(cb).__name__}.{event}"
     if not isinstance(e, _cancels): e.add_note(f"raised by {where}")
-    elif not isinstance(e, _scope.get(event_name, _cancels)):
-        ok = ', '.join(c.__name__ for c in _scope[event_name]) or 'no cancel exception'
-        err = RuntimeError(f"{type(e).__name__} is not allowed in {event_name} (raised by {where}): it may raise {ok}")
+    elif not isinstance(e, _scope.get(event, _cancels)):
+        ok = ', '.join(c.__name__ for c in _scope[event]) or 'no cancel exception'
+        err = RuntimeError(f"{type(e).__name__} is not allowed in {event} (raised by {where}): it may raise {ok}")
         err.__cause__ = e
         return err
     return e
 
-# %% ../nbs/04_callbacks.ipynb #f0735369
+# %% ../nbs/04_callbacks.ipynb #4437393b
 @patch
 def one_batch(self:Runner, xb, yb):
     "One step on `(xb, yb)`, then `after_batch`, however the step ended (except by an error)"
     self.xb, self.yb, self.pred, self.loss = xb, yb, None, None
     try: self._do_batch()
     except CancelBatchException: self('after_cancel_batch')
-    except (CancelEpochException, CancelTrainException):
+    except _epoch_train:
         self('after_batch')  # the batch is over: its bookkeeping runs before the epoch or fit stops
         raise
     self('after_batch')
@@ -223,19 +200,16 @@ def _do_batch(self:Runner):
     if self('after_step'): return
     zero_grad()
 
-# %% ../nbs/04_callbacks.ipynb #0a7b918c
+# %% ../nbs/04_callbacks.ipynb #c524063f
 @patch
 def all_batches(self:Runner, dl):
     "`one_batch` on every batch of `dl`; a training pass first skips `start_iter` batches (resume), then zeroes it"
     self.iters, start = len(dl), (self.start_iter if self.in_train else 0)
     if start: self.start_iter, dl = 0, islice(dl, start, None)
-    for i, (xb, yb) in enumerate(dl, start):
-        self.iter = i
-        self.one_batch(xb, yb)
+    for self.iter, (xb, yb) in enumerate(dl, start): self.one_batch(xb, yb)
 
 @patch
-def _do_epoch(self:Runner):
-    "Train, then validate without gradients; True if a callback asks to stop the fit"
+def _do_epoch(self:Runner):  # train, then validate without gradients; True if a callback asks to stop the fit
     try:
         self.dl = self.data.train_dl
         if not self('begin_epoch'): self.all_batches(self.dl)
@@ -245,123 +219,97 @@ def _do_epoch(self:Runner):
     except CancelEpochException: self('after_cancel_epoch')
     return self('after_epoch')
 
-# %% ../nbs/04_callbacks.ipynb #b1cbb277
+# %% ../nbs/04_callbacks.ipynb #19b85065
 @patch
-def _do_fit(self:Runner):
-    try:
-        if self('begin_fit'): return
-        for epoch in range(self.epoch, self.epochs):  # begin_fit may move epoch on (resume)
-            self.epoch = epoch
-            if self._do_epoch(): break
-    except CancelTrainException: self('after_cancel_train')
-
-@patch
-def _after_fit(self:Runner, err):
-    "Every `after_fit`, even if one raises; raise the first error (training's `err` first), the others as notes"
-    self.event, errs = 'after_fit', [] if err is None else [err]
-    for f in self._handlers['after_fit']:
-        try: f()
-        except Exception as e: errs.append(self._explain(e, 'after_fit', f))
-    self.learn = self.xb = self.yb = self.pred = self.loss = self.dl = None
-    for e in errs[1:]: errs[0].add_note(f"after_fit also raised {e!r}: " + '; '.join(getattr(e, '__notes__', [])))
-    if errs and err is None: raise errs[0]
-
-# %% ../nbs/04_callbacks.ipynb #de5ddc26
-@patch
-def fit(self:Runner, epochs:int, # number of epochs
-        learn:Learner, # the model, optimizer, loss function and data to train
-       ):
-    "Train `learn` for `epochs` epochs; every `after_fit` runs. To resume, `begin_fit` may set `epoch` and `start_iter`"
+def fit(self:Runner, epochs:int, learn:Learner):
+    "Train `learn` for `epochs` epochs, then every `after_fit`; to resume, `begin_fit` sets `epoch`, `start_iter`"
     check_int(epochs, 'epochs', 0)
     missing = [k for k in ('model', 'opt', 'loss_func', 'data') if getattr(learn, k, None) is None]
     if missing: raise TypeError(f"learn must be a Learner(model, opt, loss_func, data); {learn!r} has no {missing}")
     self.epochs, self.learn, self.in_train, self.epoch, self.iter, self.start_iter = epochs, learn, False, 0, 0, 0
     self._sort_cbs()
-    err = None
-    try: self._do_fit()
+    try:
+        try:
+            if not self('begin_fit'):
+                for self.epoch in range(self.epoch, self.epochs):  # begin_fit may move epoch on (resume)
+                    if self._do_epoch(): break
+        except CancelTrainException: self('after_cancel_train')
     except BaseException as e:  # KeyboardInterrupt too, so that an error in after_fit cannot hide it
-        err = e
         if isinstance(e, Exception): e.add_note(f"in Runner.fit: epoch {self.epoch}, iteration {self.iter}, "
                                                 f"in_train={self.in_train}, last event {self.event!r}")
+        self._after_fit(e)
         raise
-    finally: self._after_fit(err)
+    self._after_fit(None)
+
+# %% ../nbs/04_callbacks.ipynb #46183d25
+@patch
+def _after_fit(self:Runner, err):  # every `after_fit`, even if one raises; raise the first error (`err` first), notes
+    self.event, errs = 'after_fit', [] if err is None else [err]
+    for cb, f in self._handlers['after_fit']:
+        try: f()
+        except Exception as e: errs.append(_explain(e, 'after_fit', cb))
+    self.learn = self.xb = self.yb = self.pred = self.loss = self.dl = None
+    for e in errs[1:]: errs[0].add_note(f"after_fit also raised {e!r}: " + '; '.join(getattr(e, '__notes__', [])))
+    if errs and err is None: raise errs[0]
 
 # %% ../nbs/04_callbacks.ipynb #43e27520
 class AvgStats():
     "Loss and `metrics` of one phase, summed per sample; `avg_stats` gives the averages as Python floats"
-    def __init__(self, metrics, # functions `metric(pred, yb)` returning a batch mean
-                 in_train:bool): # training phase or validation?
+    def __init__(self, metrics, in_train:bool): # `metric(pred, yb)` functions returning a batch mean; training phase?
         self.metrics, self.in_train = listify(metrics), in_train
         self.reset()
     def reset(self): self.count, self.sums = 0, None
-    def accumulate(self, run):
-        "Add the loss and metrics of `run`'s current batch, weighted by its size"
+    def accumulate(self, run):  # the loss and metrics of `run`'s current batch, weighted by its size
         bn, pred, yb = run.yb.shape[0], run.pred.detach(), run.yb
         if self.sums is None: self.sums = [torch.zeros((), device=pred.device) for _ in range(len(self.metrics) + 1)]
         self.count += bn
-        self.sums[0].add_(run.loss.detach(), alpha=bn)
-        for s, m in zip(self.sums[1:], self.metrics): s.add_(m(pred, yb), alpha=bn)
+        for s, v in zip(self.sums, [run.loss.detach(), *(m(pred, yb) for m in self.metrics)]): s.add_(v, alpha=bn)
     @property
-    def all_stats(self):
-        "Summed loss and metrics as Python floats (NaNs when no batch was seen)"
-        return torch.stack(self.sums).tolist() if self.count else [math.nan] * (len(self.metrics) + 1)
+    def all_stats(self): return torch.stack(self.sums).tolist() if self.count else [math.nan] * (len(self.metrics) + 1)
     @property
-    def avg_stats(self):
-        "Per-sample averages `[loss, *metrics]` as Python floats (NaNs when no batch was seen)"
-        return [o / self.count for o in self.all_stats] if self.count else self.all_stats
+    def avg_stats(self): return [o / self.count for o in self.all_stats] if self.count else self.all_stats  # or NaNs
     def __repr__(self):
-        phase = 'train' if self.in_train else 'valid'
-        if not self.count: return f"{phase}: no batches"
-        return f"{phase}: [" + ", ".join(f"{o:.6f}" for o in self.avg_stats) + "]"
+        stats = "[" + ", ".join(f"{o:.6f}" for o in self.avg_stats) + "]" if self.count else "no batches"
+        return f"{'train' if self.in_train else 'valid'}: {stats}"
     def state_dict(self):
         return {'count': self.count, 'sums': None if self.sums is None else torch.stack(self.sums).cpu()}
     def load_state_dict(self, sd, device='cpu'):
         self.count, self.sums = sd['count'], None if sd['sums'] is None else [s.clone() for s in sd['sums'].to(device)]
 
-# %% ../nbs/04_callbacks.ipynb #d686ee65
+# %% ../nbs/04_callbacks.ipynb #bfc4a446
 class AvgStatsCallback(Callback):
     "Per-sample averages of the loss and `metrics` over each epoch, in `train_stats` and `valid_stats`"
     per_process = True  # each process of a multi-process job counts its own share of the batches
     def __init__(self, metrics): self.train_stats, self.valid_stats = AvgStats(metrics, True), AvgStats(metrics, False)
     def begin_epoch(self):
-        self.train_stats.reset()
-        self.valid_stats.reset()
-    def after_loss(self):
-        run = self.run
-        (self.train_stats if run.in_train else self.valid_stats).accumulate(run)
+        for s in (self.train_stats, self.valid_stats): s.reset()
+    def after_loss(self): (self.train_stats if self.run.in_train else self.valid_stats).accumulate(self.run)
     def after_epoch(self):
-        self.run.logger(str(self.train_stats))
-        self.run.logger(str(self.valid_stats))
+        for s in (self.train_stats, self.valid_stats): self.run.logger(str(s))
     def state_dict(self): return {'train': self.train_stats.state_dict(), 'valid': self.valid_stats.state_dict()}
     def load_state_dict(self, sd):
-        device = model_device(self.run.model)
-        self.train_stats.load_state_dict(sd['train'], device)
-        self.valid_stats.load_state_dict(sd['valid'], device)
+        dev = model_device(self.run.model)
+        for k, s in (('train', self.train_stats), ('valid', self.valid_stats)): s.load_state_dict(sd[k], dev)
 
 # %% ../nbs/04_callbacks.ipynb #4a13ea51
 class TerminateOnNaNCallback(Callback):
     "Raise `FloatingPointError` as soon as the loss is NaN or infinite (checked before `backward`)"
     name, stateless = 'terminate_on_nan', True  # camel2snake would give 'terminate_on_na_n'
-    def __init__(self, every:int=1): # check one batch in `every` (each check is a device sync on a GPU)
-        self.every = check_int(every, 'every')
+    def __init__(self, every:int=1): self.every = check_int(every, 'every')  # check one batch in `every` (a sync)
     def after_loss(self):
         run = self.run
-        if run.iter % self.every: return
-        loss = run.loss.item()
-        if math.isfinite(loss): return
+        if run.iter % self.every or math.isfinite(loss := run.loss.item()): return
         phase = 'training' if run.in_train else 'validation'
         raise FloatingPointError(f"loss is {loss} at epoch {run.epoch + 1}, {phase} iteration {run.iter}: training "
                                  "stopped (lower the learning rate, or check the data for NaNs)")  # epochs from 1
 
 # %% ../nbs/04_callbacks.ipynb #50585357
 def default_device():
-    "The device to train on by default: CUDA when there is one, else the CPU"
+    "CUDA if there is one, else the CPU"
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-
 def model_device(model): # a `nn.Module`, or None
     "The device of `model`'s first parameter (the CPU if it has none, or if `model` is None)"
-    p = None if model is None else next(model.parameters(), None)
-    return torch.device('cpu') if p is None else p.device
+    return next((p.device for p in ([] if model is None else model.parameters())), torch.device('cpu'))
 
 class DeviceCallback(Callback):
     "Train on `device`: moves the model at `begin_fit` and each batch at `begin_batch`"
@@ -372,26 +320,22 @@ class DeviceCallback(Callback):
         self.device = default_device() if device is None else torch.device(device)
     def begin_fit(self): self.run.model.to(self.device)
     def begin_batch(self):
-        run, dev = self.run, self.device
-        run.xb, run.yb = run.xb.to(dev, non_blocking=True), run.yb.to(dev, non_blocking=True)
+        self.run.xb, self.run.yb = (t.to(self.device, non_blocking=True) for t in (self.run.xb, self.run.yb))
 
 # %% ../nbs/04_callbacks.ipynb #aa7e9d6d
-class _FromStart():
-    "Mixin for a fastprogress bar over the items after `start`: it times only those, and shows `start` + their count"
-    def update_bar(self, val):
-        total, self.total = self.total, self.total + self.start
-        try: super().update_bar(val + self.start)
-        finally: self.total = total
-
 class ProgressCallback(Callback):
     "fastprogress bars over the epochs and over each phase's batches; stats lines are written under them"
     _order, stateless, unique = -1, True, True
     def begin_fit(self):
         from fastprogress.fastprogress import master_bar, progress_bar
-        self.mbar = master_bar(range(self.run.epochs))  # it shows itself at its first update
+        class Bar(progress_bar):  # a bar over the items after `start`: it times only those, shows `start` + their count
+            def update_bar(self, val):
+                total, self.total = self.total, self.total + self.start
+                try: super().update_bar(val + self.start)
+                finally: self.total = total
+        self._bar, self.mbar = Bar, master_bar(range(self.run.epochs))  # it shows itself at its first update
         self.mbar.main_bar.update_every = 0  # redraw at every update (two per epoch), not every 0.2 s
         if self.run.epochs: self.mbar.update(0)  # a bar's clock starts at 0; a resumed fit's first epoch is later
-        self._bar = type('Bar', (_FromStart, progress_bar), {})
         self._logger, self.run.logger = self.run.logger, self.mbar.write
     def begin_epoch(self): self._new_bar(self.run.start_iter)  # a resumed fit's first epoch starts at `start_iter`
     def begin_validate(self): self._new_bar(0)
@@ -402,7 +346,6 @@ class ProgressCallback(Callback):
         self.pb.update(0)
     def after_batch(self): self.pb.update(self.run.iter + 1 - self.pb.start)
     def after_fit(self):
-        mbar = self.__dict__.pop('mbar', None)
-        if mbar is None: return  # begin_fit did not run: another callback's begin_fit raised
+        if (mbar := self.__dict__.pop('mbar', None)) is None: return  # begin_fit did not run: another one raised
         mbar.on_iter_end()
         self.run.logger = self._logger

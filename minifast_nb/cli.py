@@ -4,11 +4,10 @@
 
 # %% auto #0
 __all__ = ['OPTIONS', 'DEFAULTS', 'EXIT_CODES', 'RUN_FLAGS', 'RESUME_FLAGS', 'CliError', 'get_parser', 'parse_args',
-           'check_device', 'output_folder', 'load_data', 'make_runner', 'train', 'find_lr', 'start', 'run_title', 'run',
-           'main', 'cli']
+           'output_folder', 'load_data', 'train', 'find_lr', 'start', 'run_title', 'run', 'main', 'cli']
 
 # %% ../nbs/11_cli.ipynb #5bf3c739
-import argparse, contextlib, json, math, os, secrets, shlex, signal, sys, textwrap
+import argparse, contextlib, math, os, secrets, shlex, signal, sys, textwrap
 from signal import SIGINT, SIGTERM
 from pathlib import Path
 
@@ -121,19 +120,6 @@ def parse_args(argv=None):
     return args
 
 # %% ../nbs/11_cli.ipynb #2547d752
-def check_device(name:str|None): # a device name, or None for `default_device()`
-    "The `torch.device` called `name`, or a `CliError` if this machine cannot train on it"
-    import torch
-    from minifast_nb.callbacks import default_device
-    try: dev = default_device() if name is None else torch.device(name)
-    except (RuntimeError, ValueError):
-        raise CliError(f"--device {name!r} is not a device name: use cpu, cuda, cuda:N or mps")
-    n = {'cpu': math.inf, 'cuda': torch.cuda.device_count(), 'mps': +torch.backends.mps.is_available()}.get(dev.type)
-    if n is None: raise CliError(f"--device {name}: minifast_train trains on cpu, cuda or mps, not {dev.type}")
-    if (dev.index or 0) >= n: raise CliError(f"--device {name}: torch finds {n or 'no'} {dev.type.upper()} device(s) "
-        "here; use --device cpu" + (f", or {dev.type}:0 to {dev.type}:{n-1}" if n else ''))
-    return dev
-
 @contextlib.contextmanager
 def output_folder(out): # the folder to make (with its parents) and lock
     "`run_folder(out)` of `10_runs`, in the main process (its errors reach every process, as one line)"
@@ -149,75 +135,42 @@ def output_folder(out): # the folder to make (with its parents) and lock
 
 # %% ../nbs/11_cli.ipynb #dab2f7a8
 def load_data(args):
-    "`DataBunch` of the data named in `args`, normalized with the training statistics (`--download`: MNIST first)"
-    from minifast_nb.datasets import get_digits, get_mnist, mnist_path, normalize
-    from minifast_nb.data import Dataset, get_dls, DataBunch
-    from minifast_nb.distributed import on_main
-    try:
-        if args.download: from minifast_nb.download import download_mnist; on_main(download_mnist, args.data_dir)
-        x_train, y_train, x_valid, y_valid = get_digits() if args.data == 'digits' else get_mnist(args.data_dir)
-        m, s = x_train.mean(), x_train.std()  # constant images (s == 0): `normalize` says so
-        train_ds, valid_ds = Dataset(normalize(x_train, m, s), y_train), Dataset(normalize(x_valid, m, s), y_valid)
+    "`get_data` of `10_runs` for the data named in `args`; a missing or broken file is one line"
+    from minifast_nb.datasets import mnist_path
+    from minifast_nb.runs import get_data
+    try: return get_data(args.data, args.bs, args.seed, args.data_dir, args.download)
     except FileNotFoundError as e:
         raise CliError(e if args.data == 'digits' else f"the MNIST files are not in {mnist_path(args.data_dir)}: add "
                        "--download to fetch them, or pass --data-dir with the folder that holds them (or use --data "
                        "digits, offline)")
     except (OSError, ValueError) as e: raise CliError(e)
-    return DataBunch(*get_dls(train_ds, valid_ds, args.bs, seed=args.seed), c=10)
 
 # %% ../nbs/11_cli.ipynb #bbd36cde
-def make_runner(args, device, ckpt):
-    "The `Runner` of a `minifast_train` run, with its callbacks; `ckpt` is its `CheckpointCallback`"
-    from minifast_nb.callbacks import Runner, DeviceCallback, ProgressCallback, TerminateOnNaNCallback
-    from minifast_nb.annealing import Recorder, ParamScheduler, combine_scheds, cos_1cycle_anneal
-    from minifast_nb.checkpoint import BestModelCallback, EarlyStoppingCallback, TrackerCallback, is_main_process
-    from minifast_nb.gradients import GradientAccumulation, GradientClip
-    from minifast_nb.loss import accuracy
-    from minifast_nb.runs import CSVLogger, EpochTable, TensorBoardCallback
-    out = ckpt.path.parent
-    one_cycle = combine_scheds([0.3, 0.7], cos_1cycle_anneal(args.lr / 10, args.lr, args.lr / 100))
-    best = [BestModelCallback(), EarlyStoppingCallback(patience=args.patience)] if args.patience else [
-        TrackerCallback()]
-    cbs = [EpochTable([accuracy]), Recorder(), ParamScheduler('lr', one_cycle), DeviceCallback(device),
-           TerminateOnNaNCallback(every=10), *best, CSVLogger(out/'metrics.csv'), ckpt, *_extras(args)]
-    if args.clip: cbs += [GradientClip(args.clip)]
-    if args.accum > 1: cbs += [GradientAccumulation(args.accum)]
-    if args.tensorboard: cbs += [TensorBoardCallback(out/'tensorboard')]
-    if not args.no_progress and sys.stdout.isatty() and is_main_process(): cbs += [ProgressCallback()]
-    run = Runner(cbs=cbs)
-    run.logger = _say
-    return run
-
-def _extras(args):
-    "The callbacks of `--precision` and of several processes"
-    from minifast_nb.checkpoint import rank_world
-    cbs = []
-    if args.precision != 'fp32':
-        from minifast_nb.precision import MixedPrecision; cbs += [MixedPrecision(args.precision)]
-    if rank_world()[1] > 1: from minifast_nb.distributed import DistributedCallback; cbs += [DistributedCallback()]
-    return cbs
-
-def _say(*args): from minifast_nb.runs import print_main; print_main(*args, who='minifast_train')
-
-# %% ../nbs/11_cli.ipynb #4c6da818
-def _model(args, data):
-    "The course's MLP for `data`, made after seeding with `args.seed` (the same seed, the same initial weights)"
-    import torch
-    from minifast_nb.callbacks import get_model
+def _learner(args, data):
+    "The course's MLP for `data` in a `Learner`, made after seeding with `args.seed` (the same seed, the same weights)"
+    import torch, torch.nn.functional as F
+    from minifast_nb.callbacks import Learner, get_model
     from minifast_nb.training import Optimizer
     torch.manual_seed(args.seed)
-    try: return get_model(data, args.lr, args.nh, opt_func=Optimizer)
+    try: return Learner(*get_model(data, args.lr, args.nh, opt_func=Optimizer), F.cross_entropy, data)
     except (MemoryError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and 'alloc' not in str(e): raise
         raise CliError(f"--nh {args.nh}: the model does not fit in memory; use fewer hidden units") from None
 
+def _say(*args): from minifast_nb.runs import print_main; print_main(*args, who='minifast_train')
+
+# %% ../nbs/11_cli.ipynb #4c6da818
 def train(args, data, device, ckpt):
-    "Train the course's MLP on `data` as `args` say, saving to `ckpt`; returns the `Runner` after `fit` and the model"
-    import torch.nn.functional as F
-    from minifast_nb.callbacks import Learner
-    model, opt = _model(args, data)
-    run = make_runner(args, device, ckpt)
-    try: run.fit(args.epochs, Learner(model, opt, F.cross_entropy, data))
+    "Train the course's MLP on `data` with `train_cbs` of `10_runs` as `args` say, and `ckpt`; the `Runner`, the model"
+    from minifast_nb.callbacks import Runner
+    from minifast_nb.checkpoint import is_main_process
+    from minifast_nb.runs import train_cbs
+    progress = not args.no_progress and sys.stdout.isatty() and is_main_process()
+    cbs = train_cbs(args.lr, ckpt.path.parent, device, args.precision, args.patience, args.clip, args.accum,
+                    args.tensorboard, progress)
+    run, learn = Runner(cbs=[*cbs, ckpt]), _learner(args, data)
+    run.logger = _say
+    try: run.fit(args.epochs, learn)
     except FloatingPointError as e:
         if not args.resume and run.epoch_table.rows:  # this run wrote them
             for p in (ckpt.path, ckpt.path.parent/'metrics.csv'): p.unlink(missing_ok=True)
@@ -227,68 +180,51 @@ def train(args, data, device, ckpt):
         raise
     except OSError as e:  # writing the checkpoint failed: a full disk...
         raise CliError(f"cannot write {ckpt.path} ({e.strerror or e}); the checkpoint there is unchanged")
-    return run, model
+    return run, learn.model
 
 def find_lr(args, data, device, out):
-    "`--find-lr`: run `LR_Find` on `data` and the model of `args`; print its suggestion, save its plot; exit status 0"
-    import torch.nn.functional as F
-    from matplotlib.figure import Figure
-    from minifast_nb.annealing import LR_Find
-    from minifast_nb.callbacks import Learner, Runner, DeviceCallback
-    from minifast_nb.checkpoint import write_atomic
-    from minifast_nb.distributed import on_main
-    finder = LR_Find()
-    n = math.ceil(finder.max_iter / len(data.train_dl))  # epochs enough for its batches
-    learn = Learner(*_model(args, data), F.cross_entropy, data)
-    Runner(cbs=[DeviceCallback(device), finder, *_extras(args)]).fit(n, learn)
-    lr, ax = finder.suggestion(), finder.plot(ax=Figure(layout='constrained').subplots())
-    on_main(write_atomic, out/'lr_find.png', lambda p: ax.figure.savefig(p, format='png', dpi=100))
+    "`--find-lr`: `lr_find` of `10_runs` on `data` and the model of `args`; print its suggestion; exit status 0"
+    from minifast_nb.runs import device_cbs, lr_find
+    lr = lr_find(_learner(args, data), out/'lr_find.png', device_cbs(device, args.precision))
     _say(f"suggested learning rate: {lr:.3g} (train with --lr {lr:.3g}); the search is plotted in {out/'lr_find.png'}")
     return 0
 
 # %% ../nbs/11_cli.ipynb #5e276088
 def start(args):
     "`(args, run_id, checkpoint)`: a new run, or with `--resume` the one saved in `args.out`, with its settings"
-    from minifast_nb.checkpoint import read_checkpoint
+    from minifast_nb.checkpoint import check_kinds, read_checkpoint
     if not args.resume: return args, secrets.token_hex(8), None
     path = Path(args.out)/'checkpoint.pt'
     try: ck = read_checkpoint(path)
     except FileNotFoundError:
         raise CliError(f"no checkpoint to resume in {args.out}: run without --resume to start a run there")
     except (OSError, ValueError) as e: raise CliError(e)
-    if not isinstance(ck['extra'].get('args'), dict) or 'run_id' not in ck['extra']:
-        raise CliError(f"{path} was not written by minifast_train: it holds no settings to resume with")
-    if why := _settings_error(ck['extra']['args'], set(vars(args))): raise CliError(
+    try: saved = check_kinds(ck['extra'], {'args': dict, 'run_id': str})['args']
+    except ValueError: raise CliError(f"{path} was not written by minifast_train: it holds no settings to resume with")
+    if why := _settings_error(saved, set(vars(args))): raise CliError(
         f"{path} holds settings that minifast_train cannot use: {why}; start a new run (without --resume)")
-    new = argparse.Namespace(**{**DEFAULTS, **ck['extra']['args'], **vars(args)})  # the options given now on top
+    new = argparse.Namespace(**{**DEFAULTS, **saved, **vars(args)})  # the options given now on top
     if msg := _data_error(new): raise CliError(msg)
     return new, ck['extra']['run_id'], ck
 
 def _settings_error(saved:dict, given:set): # the settings in a checkpoint; the options given now
-    "Why `saved` cannot be used ('' if it can): each setting that `given` does not replace, checked by the parser"
-    keys, known = set(saved), set(DEFAULTS)
-    odd = {'unknown': keys - known, 'missing': known - keys}
-    if keys != known: return '; '.join(f"{w} {', '.join(sorted(map(str, ks)))}" for w, ks in odd.items() if ks)
-    for a in get_parser()._actions:
-        v = saved.get(a.dest)
-        if a.dest in keys - given and (why := _setting_error(a, v)): return f"{a.dest}={v!r}: {why}"
+    "Why `saved` cannot be used ('' if it can): each setting that `given` does not replace, checked as the parser does"
+    odd = {'unknown': set(saved) - set(DEFAULTS), 'missing': set(DEFAULTS) - set(saved)}
+    if any(odd.values()): return '; '.join(f"{w} {', '.join(sorted(map(str, ks)))}" for w, ks in odd.items() if ks)
+    for flag, d, _, kw in (o for opts in OPTIONS.values() for o in opts):
+        k = flag[2:].replace('-', '_')
+        if k not in given and (why := _setting_error(kw, d, saved[k])): return f"{k}={saved[k]!r}: {why}"
     return ''
 
-def _setting_error(a, v): # an action of the parser, and a value saved for its option
-    "Why `v` is not a value the parser could give for the option of `a` ('' if it is)"
-    if a.choices: return '' if v in a.choices else f"must be one of {', '.join(a.choices)}"
-    if DEFAULTS[a.dest] is False: return '' if type(v) is bool else "must be True or False"
-    if v is None and DEFAULTS[a.dest] is None: return ''
-    try: got = (a.type or str)(str(v))
+def _setting_error(kw, d, v): # the option's argparse keywords and default, and a value saved for it
+    "Why `v` is not a value the parser could give for the option ('' if it is)"
+    if 'choices' in kw: return '' if v in kw['choices'] else f"must be one of {', '.join(kw['choices'])}"
+    if d is False: return '' if type(v) is bool else "must be True or False"
+    if v is None and d is None: return ''
+    try: got = kw.get('type', str)(str(v))
     except argparse.ArgumentTypeError as e: return str(e)
     if type(got) is not type(v): return f"must be {type(got).__name__}, not {type(v).__name__}"
     return '' if got == v else f"would be read as {got!r}"
-
-def _has_results(out, run_id):
-    "Whether `out` holds the whole results of the run `run_id`"
-    from minifast_nb.runs import results_whole
-    with contextlib.suppress(OSError, ValueError):
-        return results_whole(out) and json.loads((out/'metrics.json').read_text()).get('run_id') == run_id
 
 # %% ../nbs/11_cli.ipynb #465f8e29
 def run_title(a): # the run's settings
@@ -305,54 +241,34 @@ def _note_unfinished(out):
 
 def _stopped(args, signum, trained=False): # `trained`: the signal came after the training, as the results were written
     "Say how to go on from the checkpoint after signal `signum`; the exit status"
-    what, ck, again = ('interrupted' if signum == SIGINT else 'terminated', Path(args.out)/'checkpoint.pt',
-                       f"minifast_train --out {shlex.quote(args.out)} --resume")
-    if trained: return _fail(f"{what} while the results were written; the training is finished and saved in {ck}: "
-                             f"{again} writes any results that are missing", 128 + signum)
-    return _fail(f"{what}; the training so far is saved in {ck}: continue it with {again}", 128 + signum)
+    ck, again = Path(args.out)/'checkpoint.pt', f"minifast_train --out {shlex.quote(args.out)} --resume"
+    how = (f" while the results were written; the training is finished and saved in {ck}: {again} writes any results "
+           "that are missing") if trained else f"; the training so far is saved in {ck}: continue it with {again}"
+    return _fail(('interrupted' if signum == SIGINT else 'terminated') + how, 128 + signum)
 
 # %% ../nbs/11_cli.ipynb #dfb1c224
-def _header(args, data, device):
-    "The run in one line: the data and its sizes, the device, the precision, the processes and threads"
-    from minifast_nb.checkpoint import rank_world
-    n, t = rank_world()[1], args.threads
-    return (f"{args.data}: {len(data.train_ds)} train, {len(data.valid_ds)} valid; {device}, {args.precision}, "
-            f"{n} process{'es' * (n > 1)}, {t} thread{'s' * (t > 1)}{' each' * (n > 1)}")
-
-def _child(argv):
-    "`main(argv)` in a process of `--nproc`: in a process group of its own, told to stop (SIGTERM) if the launcher dies"
-    if hasattr(os, 'setpgrp'): os.setpgrp()  # a terminal's Ctrl-C reaches the launcher only, which passes it on
-    if sys.platform == 'linux': import ctypes; ctypes.CDLL(None).prctl(1, SIGTERM)  # 1: PR_SET_PDEATHSIG
-    return main(argv)
-
-def _launch(args, argv, sig):
-    "Run `--nproc` processes and wait for them, passing SIGINT and SIGTERM on to them; the highest exit status"
-    from torch.multiprocessing import ProcessExitedException
-    from minifast_nb.distributed import launch
-    try:
-        with sig.passing_on(): return max(launch(_child, args.nproc, argv, threads=args.threads))
-    except ProcessExitedException as e: raise CliError(e)  # e.g. one was killed for lack of memory
-
 def run(args, argv, sig):
     "Run `minifast_train` as `args` (parsed from `argv`) say, with `sig` handling SIGINT and SIGTERM; the exit status"
     from minifast_nb.checkpoint import CheckpointCallback, rank_world
     from minifast_nb.distributed import init_distributed, on_main
     from minifast_nb.precision import set_threads
-    from minifast_nb.runs import Terminated
+    from minifast_nb.runs import Terminated, launch_children, results_whole, run_header, usable_device
     args, run_id, ck = start(args)
-    if ck and ck['finished'] and _has_results(Path(args.out), run_id):  # nothing to train, nothing to write
+    if ck and ck['finished'] and results_whole(args.out, run_id):  # nothing to train, nothing to write
         _say(f"the run in {args.out} is already finished; its results are there"); return 0
-    if args.nproc > 1 and rank_world()[1] == 1 and not args.find_lr: return _launch(args, argv, sig)
+    if args.nproc > 1 and rank_world()[1] == 1 and not args.find_lr:  # the highest exit status of the processes
+        return max(launch_children(main, args.nproc, argv, threads=args.threads, signals=sig))
     if args.find_lr and rank_world()[1] > 1: raise CliError("--find-lr runs in one process: run it without torchrun")
     set_threads(args.threads)  # this process only: importing minifast_nb never changes it
-    device = check_device(args.device)
+    try: device = usable_device(args.device)
+    except ValueError as e: raise CliError(f"--device {e}")
     if rank_world()[1] > 1: init_distributed(device=device)
     with output_folder(args.out) as out:
         if not (args.resume or args.find_lr): on_main(_note_unfinished, out)
         data = load_data(args)
-        _say(_header(args, data, device))
+        _say(run_header(args.data, data, device, args.precision, args.threads))
         if args.find_lr: return find_lr(args, data, device, out)
-        ckpt = CheckpointCallback(out/'checkpoint.pt', resume=args.resume, extra=dict(args=vars(args), run_id=run_id))
+        ckpt = CheckpointCallback(out/'checkpoint.pt', resume=ck or False, extra=dict(args=vars(args), run_id=run_id))
         trained = False
         try:
             with sig.finishing():  # once trained, a first signal lets the results be written; a second one stops that
@@ -368,14 +284,13 @@ def run(args, argv, sig):
 
 def _write_results(args, out, runner, model, run_id):
     "Write the results of the run in `out` (`save_results` of `10_runs`, in the main process); the run's last line"
-    from minifast_nb.checkpoint import BestModelCallback
     from minifast_nb.distributed import on_main
     from minifast_nb.runs import OUTPUTS, save_results
-    rows, best = runner.epoch_table.rows, [cb for cb in runner.cbs if isinstance(cb, BestModelCallback)]
-    kept = rows[-1] if not best or best[0].best_epoch is None else rows[best[0].best_epoch]
+    best = runner.best_model.best_epoch if args.patience else None  # `BestModelCallback` put its weights back
+    kept = runner.epoch_table.rows[-1 if best is None else best]
     title = f"{run_title(args)}: valid accuracy {kept['valid_accuracy']:.4f}"
     on_main(save_results, out, runner, model, title, run_id=run_id, args=vars(args), model_epoch=kept['epoch'])
-    which = f"model.pt is epoch {kept['epoch']}, the best (--patience): " if best else ''
+    which = f"model.pt is epoch {kept['epoch']}, the best (--patience): " if args.patience else ''
     return (f"{which}valid_loss {kept['valid_loss']:.4f}, valid_accuracy {kept['valid_accuracy']:.4f}; "
             f"wrote {', '.join([*OUTPUTS, 'metrics.csv'])} to {args.out}")
 

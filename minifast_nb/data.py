@@ -4,8 +4,8 @@
 
 # %% ../nbs/03_data.ipynb #626925a5
 from __future__ import annotations
-import math, numbers, sys, numpy as np, torch
-from torch.utils.data import BatchSampler, Sampler as TorchSampler
+import math, numbers, operator, sys, numpy as np, torch
+from torch.utils.data import BatchSampler, DataLoader as TorchDataLoader, Sampler as TorchSampler
 from fastcore.basics import patch, store_attr
 from .loss import accuracy
 
@@ -19,7 +19,6 @@ class Dataset:
     def __init__(self, x, y):
         if len(x) != len(y):
             raise ValueError(f"x and y must have the same length, got len(x)={len(x)} and len(y)={len(y)}")
-        # NumPy arrays become tensors once, sharing their memory: PyTorch's loader converts each batch's items
         self.x, self.y = (torch.from_numpy(np.ascontiguousarray(t)) if isinstance(t, np.ndarray) else t for t in (x, y))
         self._select = all(isinstance(t, torch.Tensor) and t.device.type == 'cpu' for t in (self.x, self.y))
     def __len__(self): return len(self.x)
@@ -35,37 +34,29 @@ def _bounds(lo, hi, ops=('>=', '<=')):
     "' >= lo and <= hi' for an error message, leaving out a bound that is None"
     return ' and'.join(f' {op} {b}' for op, b in zip(ops, (lo, hi)) if b is not None)
 
-def check_int(v, # the value to check
-              name:str, # its argument name, for the message
-              min_value:int=1, # the smallest value allowed
-              max_value:int|None=None, # the largest, if any
-             )->int:
+def check_int(v, name:str, min_value:int=1, max_value:int|None=None)->int:
     "`v` as an `int`, or a `ValueError` naming `name` if it is not an integer in [`min_value`, `max_value`]"
     ok = not isinstance(v, bool) and isinstance(v, numbers.Integral)
     if not ok or v < min_value or (max_value is not None and v > max_value):
         raise ValueError(f"{name} must be an int{_bounds(min_value, max_value)}, got {name}={v!r}")
     return int(v)
 
-# %% ../nbs/03_data.ipynb #12139f8c
-def check_float(v, # the value to check
-                name:str, # its argument name, for the message
-                min_value:float|None=None, # the smallest value allowed, if any
-                max_value:float|None=None, # the largest, if any
+# %% ../nbs/03_data.ipynb #eb88d34a
+def check_float(v, name:str, min_value:float|None=None, max_value:float|None=None,
                 finite:bool=True, # refuse `inf` and `-inf`?
                 exclusive:bool=False, # refuse `min_value` and `max_value` themselves?
                )->float:
     "`v` as a `float`, or a `ValueError` naming `name` if it is not a real number (never NaN) in the range"
     try: f = math.nan if isinstance(v, bool) or not isinstance(v, numbers.Real) else float(v)
     except OverflowError: f = math.inf if v > 0 else -math.inf  # an int too large for a float
-    ok = not math.isnan(f) and (math.isfinite(f) or not finite)
-    if ok and min_value is not None: ok = f > min_value if exclusive else f >= min_value
-    if ok and max_value is not None: ok = f < max_value if exclusive else f <= max_value
-    if not ok:
+    lo, hi = (operator.gt, operator.lt) if exclusive else (operator.ge, operator.le)
+    if math.isnan(f) or (finite and not math.isfinite(f)) or (min_value is not None and not lo(f, min_value)) or (
+            max_value is not None and not hi(f, max_value)):
         bounds = _bounds(min_value, max_value, ('>', '<') if exclusive else ('>=', '<='))
         raise ValueError(f"{name} must be a {'finite ' * finite}number{bounds}, got {name}={v!r}")
     return f
 
-# %% ../nbs/03_data.ipynb #8fccfa03
+# %% ../nbs/03_data.ipynb #6f85e65c
 def _generator(seed, generator):
     "A new `torch.Generator` seeded with `seed`, or `generator` (None: torch's global generator)"
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -74,14 +65,14 @@ def _generator(seed, generator):
     if generator is not None: raise ValueError("pass either seed or generator, not both")
     return torch.Generator().manual_seed(check_int(seed, 'seed', 0, 2**64 - 1))
 
-# %% ../nbs/03_data.ipynb #d5bafb35
+# %% ../nbs/03_data.ipynb #27d9e266
 class Sampler:
     "Index tensors, one per batch of `bs`; a new permutation at each epoch when `shuffle`"
     def __init__(self, ds, # dataset (only its length is used)
                  bs:int, # batch size; the last batch holds the remainder (all items if `bs > len(ds)`)
-                 shuffle:bool=False, # a new random order at each epoch?
-                 seed:int|None=None, # seed of the sampler's own `torch.Generator`
-                 generator:torch.Generator|None=None, # or the generator to draw the orders from
+                 shuffle:bool=False, # a new order each epoch?
+                 seed:int|None=None, # draw the orders with a new generator seeded with `seed`
+                 generator:torch.Generator|None=None, # or with this generator (neither: torch's global one)
                  drop_last:bool=False, # drop a last batch smaller than `bs`?
                 ):
         self.n, self.bs, self.shuffle, self.drop_last = len(ds), check_int(bs, 'bs'), shuffle, drop_last
@@ -99,62 +90,50 @@ def collate(b):
     xs, ys = zip(*b)
     return torch.stack(xs), torch.stack(ys)
 
-# %% ../nbs/03_data.ipynb #41d4fb4e
-def _same(a, b):
-    "Are `a` and `b` the same tensors (dtype, shape, values), or tuples/lists of them?"
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+# %% ../nbs/03_data.ipynb #236ad207
+def _same(a, b):  # the same tensors (dtype, shape, values), or tuples/lists of them?
     if isinstance(a, (tuple, list)): return isinstance(b, (tuple, list)) and len(a) == len(b) and all(map(_same, a, b))
-    return False
+    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
 
-# %% ../nbs/03_data.ipynb #c91b0ba5
-def _batch_indexable(ds, collate_fn):
-    "Does `ds[idxs]` give exactly `collate_fn([ds[i] for i in idxs])`? Probed once on a few indices"
-    n = len(ds)
-    idxs = torch.tensor(sorted({0, n - 1, n // 2}))
-    try: return _same(ds[idxs], collate_fn([ds[i] for i in idxs.tolist()]))
-    except Exception: return False
-
-# %% ../nbs/03_data.ipynb #3ac83eee
-def _yields_batches(s):
-    "Does sampler `s` yield batches of indices? PyTorch's samplers other than `BatchSampler` yield single ones"
+# %% ../nbs/03_data.ipynb #44d90c9d
+def _yields_batches(s):  # does sampler `s` yield batches? PyTorch's, but for `BatchSampler`, yield single indices
     if s is None or isinstance(s, (numbers.Number, str, bytes, torch.Tensor)): return False
     if isinstance(s, (list, tuple, range)): return len(s) > 0 and not isinstance(s[0], numbers.Integral)
     return isinstance(s, BatchSampler) or not isinstance(s, TorchSampler)
 
-# %% ../nbs/03_data.ipynb #4984d53e
-class _ItemBatches:
-    "Index tensors of `bs` indices from a sampler of single indices, grouped as PyTorch's `BatchSampler` does"
+class _ItemBatches:  # index tensors of `bs` indices from a sampler of single ones, grouped as by `BatchSampler`
     def __init__(self, sampler, bs, drop_last):  # PyTorch's BatchSampler fails over sys.maxsize (in islice)
         self.sampler, self.bs, self.batches = sampler, bs, BatchSampler(sampler, min(bs, sys.maxsize), drop_last)
     def __len__(self): return len(self.batches)
     def __iter__(self): return (torch.tensor(b) for b in self.batches)
-
-# %% ../nbs/03_data.ipynb #f14e5e03
-_EXCLUSIVE = "batch_sampler option is mutually exclusive with batch_size, shuffle, sampler, and drop_last"
-def _batch_sampler(ds, bs, shuffle, sampler, batch_sampler, drop_last, generator):
-    "The one iterable of index batches that the course's or PyTorch's arguments describe"
+def _only(a, b):
+    if a is not None: raise ValueError(f"got two samplers, {a!r} and {b!r}: pass one")
+    return b
+def _batch_sampler(ds, bs, shuffle, sampler, batch_sampler, drop_last, generator):  # what the arguments describe
     if _yields_batches(bs): bs, sampler = 1, _only(sampler, bs)  # the course's DataLoader(ds, sampler)
     if _yields_batches(sampler): sampler, batch_sampler = None, _only(batch_sampler, sampler)
     if batch_sampler is not None:
-        if bs != 1 or shuffle or sampler is not None or drop_last: raise ValueError(_EXCLUSIVE)
-        return batch_sampler
+        if bs == 1 and not shuffle and sampler is None and not drop_last: return batch_sampler
+        raise ValueError("batch_sampler option is mutually exclusive with batch_size, shuffle, sampler, and drop_last")
     if sampler is None:
         return Sampler(ds, check_int(bs, 'batch_size'), shuffle, generator=generator, drop_last=drop_last)
     if shuffle: raise ValueError("sampler option is mutually exclusive with shuffle")
     return _ItemBatches(sampler, check_int(bs, 'batch_size'), drop_last)
 
-def _only(a, b):
-    if a is not None: raise ValueError(f"got two samplers, {a!r} and {b!r}: pass one")
-    return b
+# %% ../nbs/03_data.ipynb #66631607
+def _as_list(idxs): return idxs.tolist() if isinstance(idxs, torch.Tensor) else idxs
+def _noop(b): return b
+def _torch_loader(dl):  # PyTorch's `DataLoader` over the batches of `dl`, fetched by `dl.num_workers` processes
+    kw = dict(num_workers=dl.num_workers, generator=torch.Generator())  # its own generator seeds the workers
+    if dl.fast: return TorchDataLoader(dl.ds, batch_size=None, sampler=iter(dl.sampler), collate_fn=_noop, **kw)
+    return TorchDataLoader(dl.ds, batch_sampler=map(_as_list, dl.sampler), collate_fn=dl.collate_fn, **kw)
 
-# %% ../nbs/03_data.ipynb #236ad207
+# %% ../nbs/03_data.ipynb #6633a8e4
 class DataLoader:
     "Batches `(xb, yb)` of `ds`, one `ds[idxs]` per batch where the dataset allows it; takes PyTorch's arguments too"
     def __init__(self, ds, # dataset: `len(ds)` and `ds[i]` -> `(x, y)`
                  batch_size=1, # batch size, or (the course's `DataLoader(ds, sampler)`) a sampler of batches
-                 *, shuffle:bool=False, sampler=None, batch_sampler=None, drop_last:bool=False, # as in PyTorch's
-                 generator:torch.Generator|None=None, # draws the shuffled order (None: torch's global generator)
+                 *, shuffle=False, sampler=None, batch_sampler=None, drop_last=False, generator=None, # as in PyTorch's
                  num_workers:int=0, # 0: fetch in this process; n: in n worker processes of PyTorch's `DataLoader`
                  collate_fn=collate, # list of `(x, y)` items -> batch (None: `collate`)
                  bs:int|None=None, # the course's name for `batch_size`
@@ -166,36 +145,30 @@ class DataLoader:
             raise ValueError(f"the sampler was built for a dataset of {self.sampler.n} items but this dataset has "
                              f"len(ds)={len(ds)}: build the Sampler on this dataset")
         self.ds, self.collate_fn, self.num_workers = ds, collate_fn or collate, check_int(num_workers, 'num_workers', 0)
-        self.fast = _batch_indexable(ds, self.collate_fn) if fast is None else fast
-    def __len__(self): return len(self.sampler)
+        if fast is None:  # probe once: does `ds[idxs]` give exactly `collate_fn([ds[i] for i in idxs])`?
+            idxs = torch.tensor(sorted({0, len(ds) - 1, len(ds) // 2}))
+            try: fast = _same(ds[idxs], self.collate_fn([ds[i] for i in idxs.tolist()]))
+            except Exception: fast = False
+        self.fast = fast
     @property
-    def dataset(self): return self.ds  # PyTorch's names for it and for the sampler
+    def dataset(self):
+        "The dataset `ds`, under PyTorch's name"
+        return self.ds
     @property
-    def batch_sampler(self): return self.sampler
+    def batch_sampler(self):
+        "The sampler of batches of indices, under PyTorch's name"
+        return self.sampler
 
-# %% ../nbs/03_data.ipynb #5abf4ca3
+# %% ../nbs/03_data.ipynb #3d768610
+@patch
+def __len__(self:DataLoader): return len(self.sampler)
+
 @patch
 def __iter__(self:DataLoader):
     "One batch per batch of indices: `ds[idxs]` on the fast path, else `collate_fn([ds[i] for i in idxs])`"
-    if self.num_workers: yield from _torch_loader(self); return
-    ds = self.ds
-    if self.fast:
-        for idxs in self.sampler: yield ds[idxs]
-    else:
-        for idxs in self.sampler: yield self.collate_fn([ds[i] for i in _as_list(idxs)])
-
-def _as_list(idxs): return idxs.tolist() if isinstance(idxs, torch.Tensor) else idxs
-
-# %% ../nbs/03_data.ipynb #2c5c5772
-def _noop(b): return b
-
-def _torch_loader(dl):
-    "PyTorch's `DataLoader` over the batches of `dl`, fetched by `dl.num_workers` worker processes"
-    from torch.utils.data import DataLoader as TorchDataLoader
-    # a torch.Generator of its own seeds the workers, and torch's global one is left alone
-    kw = dict(num_workers=dl.num_workers, generator=torch.Generator())
-    if dl.fast: return TorchDataLoader(dl.ds, batch_size=None, sampler=iter(dl.sampler), collate_fn=_noop, **kw)
-    return TorchDataLoader(dl.ds, batch_sampler=map(_as_list, dl.sampler), collate_fn=dl.collate_fn, **kw)
+    if self.num_workers: return (yield from _torch_loader(self))
+    ds, fast = self.ds, self.fast
+    for idxs in self.sampler: yield ds[idxs] if fast else self.collate_fn([ds[i] for i in _as_list(idxs)])
 
 # %% ../nbs/03_data.ipynb #3fb8b84d
 def check_loss(loss):
@@ -204,6 +177,7 @@ def check_loss(loss):
         f"over the batch (one number), got a tensor of shape {tuple(loss.shape)}; use reduction='mean'")
     return loss
 
+# %% ../nbs/03_data.ipynb #a8f28245
 def validate(model, loss_func, valid_dl):
     "Loss and accuracy of `model` over `valid_dl`, averaged per sample, as Python floats"
     model.eval()
@@ -216,11 +190,8 @@ def validate(model, loss_func, valid_dl):
     if count == 0: raise ValueError(f"the validation DataLoader yielded no samples: {valid_dl!r}")
     return float(tot_loss / count), float(tot_acc / count)
 
-# %% ../nbs/03_data.ipynb #66989a77
-def fit(epochs:int, # number of epochs
-        model, loss_func, opt, # model, loss function (mean over the batch), optimizer (`step`, `zero_grad`)
-        train_dl, valid_dl, # our `DataLoader`s or PyTorch's
-       ):
+# %% ../nbs/03_data.ipynb #b5758831
+def fit(epochs:int, model, loss_func, opt, train_dl, valid_dl):
     "Train `model` for `epochs`, validate after each epoch; returns the last `(valid_loss, valid_acc)`"
     check_int(epochs, 'epochs')
     for epoch in range(epochs):
@@ -235,22 +206,20 @@ def fit(epochs:int, # number of epochs
     return valid_loss, valid_acc
 
 # %% ../nbs/03_data.ipynb #de80efcd
-def get_dls(train_ds, valid_ds, # datasets
-            bs:int, # training batch size; validation uses `2*bs`
-            seed:int|None=None, # seed of the training order's own `torch.Generator`
-            generator:torch.Generator|None=None, # or the generator that draws it
-            **kwargs, # passed to both `DataLoader`s: `num_workers`, `collate_fn`, `drop_last`...
-           ):
-    "Training `DataLoader` (shuffled) and validation `DataLoader` (in order, batch size `2*bs`)"
-    bs, generator = check_int(bs, 'bs'), _generator(seed, generator)
-    return (DataLoader(train_ds, bs, shuffle=True, generator=generator, **kwargs),
-            DataLoader(valid_ds, bs * 2, **kwargs))
+def get_dls(train_ds, valid_ds, bs:int, seed:int|None=None, generator:torch.Generator|None=None, **kwargs):
+    "Training `DataLoader` (shuffled: `seed` or `generator`), validation `DataLoader` (in order, batch size `2*bs`)"
+    bs, generator = check_int(bs, 'bs'), _generator(seed, generator)  # `kwargs` go to both
+    return DataLoader(train_ds, bs, shuffle=True, generator=generator, **kwargs), DataLoader(valid_ds, bs * 2, **kwargs)
 
-# %% ../nbs/03_data.ipynb #138fc002
+# %% ../nbs/03_data.ipynb #6ff22006
 class DataBunch:
     "The training and validation `DataLoader`s (ours or PyTorch's) and the number of classes `c`"
     def __init__(self, train_dl, valid_dl, c:int|None=None): store_attr()
     @property
-    def train_ds(self): return self.train_dl.dataset
+    def train_ds(self):
+        "The training set, `train_dl.dataset`"
+        return self.train_dl.dataset
     @property
-    def valid_ds(self): return self.valid_dl.dataset
+    def valid_ds(self):
+        "The validation set, `valid_dl.dataset`"
+        return self.valid_dl.dataset

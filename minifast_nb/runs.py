@@ -4,18 +4,27 @@
 
 # %% ../nbs/10_runs.ipynb #r10a0001
 from __future__ import annotations
-import contextlib, csv, errno, hashlib, itertools, json, os, signal, sys, time
+import contextlib, csv, errno, hashlib, itertools, json, math, os, signal, sys, time
 from functools import partial
 from pathlib import Path
 import torch
 from torch import nn
-from fastcore.basics import patch
-from .callbacks import Callback, AvgStatsCallback
-from .checkpoint import TrackerCallback, write_atomic, write_set, check_targets, is_main_process
+from .datasets import get_digits, get_mnist, normalize
+from .data import Dataset, get_dls, DataBunch
+from .loss import accuracy
+from .callbacks import (Callback, AvgStatsCallback, Runner, default_device, DeviceCallback,
+    ProgressCallback, TerminateOnNaNCallback)
+from .annealing import LR_Find, Recorder, ParamScheduler, combine_scheds, cos_1cycle_anneal
+from .checkpoint import (TrackerCallback, BestModelCallback, EarlyStoppingCallback, write_atomic,
+    write_set, check_targets, is_main_process, rank_world)
+from .distributed import DistributedCallback, launch, on_main
+from .precision import MixedPrecision
+from .gradients import GradientAccumulation, GradientClip
 
 # %% auto #0
 __all__ = ['OUTPUTS', 'LOCK', 'EpochTable', 'print_main', 'CSVLogger', 'TensorBoardCallback', 'curves_figure', 'run_metrics',
-           'save_results', 'results_whole', 'run_folder', 'Terminated', 'Signals', 'load_model', 'predict']
+           'save_results', 'results_whole', 'run_folder', 'Terminated', 'Signals', 'launch_children', 'load_model',
+           'predict', 'usable_device', 'run_header', 'lr_find', 'get_data', 'device_cbs', 'train_cbs']
 
 # %% ../nbs/10_runs.ipynb #r10a0010
 def _header(cols): return f'{cols[0]:>5}' + ''.join(f'{c:>16}' for c in cols[1:])
@@ -101,28 +110,17 @@ class TensorBoardCallback(Callback):
         if self.writer: self._flush(dict(zip(_stat_cols(avg), _epoch_stats(avg))) if avg else {})
     def after_fit(self):
         if self.writer: self._flush({}); self.writer.close(); self.writer = None  # and the batches of a stopped epoch
-
-# %% ../nbs/10_runs.ipynb #r10b0008
-@patch
-def _flush(self:TensorBoardCallback, stats:dict):
-    "Write the batches kept since the last call, then `stats` at step `run.n_iter`"
-    buf, self.buf, w = self.buf, [], self.writer
-    for (step, _, lr), loss in zip(buf, torch.stack([b[1] for b in buf]).float().tolist() if buf else []):
-        w.add_scalar('batch/train_loss', loss, step); w.add_scalar('batch/lr', lr, step)
-    for k, v in stats.items(): w.add_scalar(f'epoch/{k}', v, self.run.n_iter)
-    w.flush()
-
-# %% ../nbs/10_runs.ipynb #r10a0018
-def _batch_x(n_batches, n_epochs): return [(i + 1) * n_epochs / n_batches for i in range(n_batches)]
-
-def _plot_epochs(ax, rows, name, per_batch=None):
-    "Plot `train_<name>` and `valid_<name>` of `rows` at the end of each epoch, over `per_batch` values if given"
-    if per_batch:
-        ax.plot(_batch_x(len(per_batch), len(rows)), per_batch, color='C0', alpha=.25, lw=.8, label='train, per batch')
-    for phase, c in (('train', 'C0'), ('valid', 'C1')):
-        ax.plot([r['epoch'] for r in rows], [r[f'{phase}_{name}'] for r in rows], 'o-', color=c, label=phase)
+    def _flush(self, stats:dict):
+        "Write the batches kept since the last call, then `stats` at step `run.n_iter`"
+        buf, self.buf, w = self.buf, [], self.writer
+        for (step, _, lr), loss in zip(buf, torch.stack([b[1] for b in buf]).float().tolist() if buf else []):
+            w.add_scalar('batch/train_loss', loss, step); w.add_scalar('batch/lr', lr, step)
+        for k, v in stats.items(): w.add_scalar(f'epoch/{k}', v, self.run.n_iter)
+        w.flush()
 
 # %% ../nbs/10_runs.ipynb #r10a0019
+def _batch_x(n_batches, n_epochs): return [(i + 1) * n_epochs / n_batches for i in range(n_batches)]
+
 def curves_figure(rows:list, # `EpochTable.rows`
                   losses:list, lrs:list, # per training batch, e.g. `Recorder.losses` and `Recorder.lrs[-1]`
                   title:str,
@@ -134,8 +132,11 @@ def curves_figure(rows:list, # `EpochTable.rows`
     fig = Figure(figsize=(13, 4), layout='constrained')
     fig.suptitle(title)
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
+    if losses:  # every training batch, pale
+        ax_loss.plot(_batch_x(len(losses), len(rows)), losses, color='C0', alpha=.25, lw=.8, label='train, per batch')
     for ax, name in ((ax_loss, 'loss'), (ax_acc, 'accuracy')):
-        _plot_epochs(ax, rows, name, losses if name == 'loss' else None)
+        for phase, c in (('train', 'C0'), ('valid', 'C1')):  # at the end of each epoch
+            ax.plot([r['epoch'] for r in rows], [r[f'{phase}_{name}'] for r in rows], 'o-', color=c, label=phase)
         if best_epoch: ax.axvline(best_epoch, color='C3', ls='--', lw=1, label=f'best epoch ({best_epoch})')
         if stopped: ax.axvline(rows[-1]['epoch'], color='C7', ls=':', lw=1.5, label='early stop')
         ax.legend()
@@ -178,11 +179,11 @@ def save_results(folder, run, model, title:str, # the figure's title
                        'metrics.json': metrics})  # last: its rename completes the set
 
 # %% ../nbs/10_runs.ipynb #r10b0011
-def results_whole(folder)->bool:
+def results_whole(folder, run_id:str|None=None)->bool: # with `run_id`: whole, and written by that run
     "Whether `folder` holds a whole set of results: a `metrics.json` whose listed files have their size and SHA-256"
     try:
-        files = json.loads((Path(folder)/'metrics.json').read_text())['files']
-        return all(_digest(Path(folder)/n) == d for n, d in files.items())
+        m, folder = json.loads((Path(folder)/'metrics.json').read_text()), Path(folder)
+        return run_id in (None, m.get('run_id')) and all(_digest(folder/n) == d for n, d in m['files'].items())
     except (OSError, ValueError, LookupError, TypeError, AttributeError): return False
 
 # %% ../nbs/10_runs.ipynb #r10a0025
@@ -255,40 +256,44 @@ class Signals:
     def __exit__(self, *exc):
         for s, h in self.old.items(): signal.signal(s, h)
     def _handle(self, s, frame): self.got.append(s); self.handlers[-1](s)
+    @contextlib.contextmanager
+    def on(self, f): # `f(signum)`, called for each signal within the block
+        "Within the block, a signal calls `f(signum)` instead of raising"
+        self.handlers.append(f)
+        try: yield
+        finally: self.handlers.pop()
+    def _first(self, f):
+        "Within the block, a first signal calls `f()`; a second one raises"
+        n = len(self.got)
+        return self.on(lambda s: f() if len(self.got) == n + 1 else _raise(s))
+    def saving(self, ckpt): # a `CheckpointCallback`
+        "Within the block, a first signal asks `ckpt` to save and stop after the current batch; a second one raises"
+        return self._first(lambda: ckpt.save_now(stop=True))
+    def finishing(self):
+        "Within the block, a first signal is noted in `got` and the block goes on (the final writes); a second raises"
+        return self._first(lambda: None)
+    def passing_on(self):
+        "Within the block, SIGINT and SIGTERM are passed on to this process's children (`multiprocessing`'s)"
+        import multiprocessing
+        def pass_on(s):
+            for p in multiprocessing.active_children(): os.kill(p.pid, s)
+        return self.on(pass_on)
 
-# %% ../nbs/10_runs.ipynb #r10a0034
-@patch
-@contextlib.contextmanager
-def on(self:Signals, f): # `f(signum)`, called for each signal within the block
-    "Within the block, a signal calls `f(signum)` instead of raising"
-    self.handlers.append(f)
-    try: yield
-    finally: self.handlers.pop()
+# %% ../nbs/10_runs.ipynb #706d3970
+def _child(fn, *args):
+    "`fn(*args)` in a process group of its own, told to stop (SIGTERM) if the launcher dies"
+    if hasattr(os, 'setpgrp'): os.setpgrp()  # a terminal's Ctrl-C reaches the launcher only, which passes it on
+    if sys.platform == 'linux': import ctypes; ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    return fn(*args)
 
-@patch
-def _first(self:Signals, f):
-    "Within the block, a first signal calls `f()`; a second one raises"
-    n = len(self.got)
-    return self.on(lambda s: f() if len(self.got) == n + 1 else _raise(s))
-
-@patch
-def saving(self:Signals, ckpt): # a `CheckpointCallback`
-    "Within the block, a first signal asks `ckpt` to save and stop the fit after the current batch; a second one raises"
-    return self._first(lambda: ckpt.save_now(stop=True))
-
-@patch
-def finishing(self:Signals):
-    "Within the block, a first signal is noted in `got`, and the block goes on (the final writes); a second one raises"
-    return self._first(lambda: None)
-
-# %% ../nbs/10_runs.ipynb #r10a0048
-@patch
-def passing_on(self:Signals):
-    "Within the block, SIGINT and SIGTERM are passed on to this process's children (`multiprocessing`'s)"
-    import multiprocessing
-    def pass_on(s):
-        for p in multiprocessing.active_children(): os.kill(p.pid, s)
-    return self.on(pass_on)
+def launch_children(fn, nproc:int, *args, threads:int=1, # as `launch` takes them
+                    signals:Signals|None=None): # passes SIGINT and SIGTERM on to them while they run
+    "`launch(fn, nproc, *args)`, each process in a group of its own; one that dies raises `ChildProcessError`"
+    from torch.multiprocessing import ProcessExitedException
+    try:
+        with signals.passing_on() if signals else contextlib.nullcontext():
+            return launch(_child, nproc, fn, *args, threads=threads)
+    except ProcessExitedException as e: raise ChildProcessError(str(e)) from None  # e.g. killed for lack of memory
 
 # %% ../nbs/10_runs.ipynb #r10b0031
 def load_model(folder)->nn.Module:
@@ -304,3 +309,64 @@ def load_model(folder)->nn.Module:
 def predict(model, x)->torch.Tensor:
     "The classes `model` predicts for the inputs `x` (a batch, prepared as in training), without gradients"
     with torch.no_grad(): return model(x).argmax(-1)
+
+# %% ../nbs/10_runs.ipynb #1a44fff8
+def usable_device(name:str|None=None)->torch.device: # a device name; None: `default_device()`
+    "The `torch.device` called `name`, or a `ValueError` saying why this machine cannot train on it"
+    try: dev = default_device() if name is None else torch.device(name)
+    except (RuntimeError, ValueError): raise ValueError(f"{name!r} is not a device name: use cpu, cuda, cuda:N or mps")
+    n = {'cpu': math.inf, 'cuda': torch.cuda.device_count(), 'mps': +torch.backends.mps.is_available()}.get(dev.type)
+    if n is None: raise ValueError(f"{name}: training runs on cpu, cuda or mps, not {dev.type}")
+    if (dev.index or 0) >= n: raise ValueError(f"{name}: torch finds {n or 'no'} {dev.type.upper()} device(s) here; "
+                                               "use cpu" + (f", or {dev.type}:0 to {dev.type}:{n-1}" if n else ''))
+    return dev
+
+def run_header(name:str, data, device, precision:str='fp32', threads:int=1)->str: # the data's name; its `DataBunch`
+    "The run in one line: the data and its sizes, the device, the precision, the processes and the threads of each"
+    n = rank_world()[1]
+    return (f"{name}: {len(data.train_ds)} train, {len(data.valid_ds)} valid; {device}, {precision}, "
+            f"{n} process{'es' * (n > 1)}, {threads} thread{'s' * (threads > 1)}{' each' * (n > 1)}")
+
+# %% ../nbs/10_runs.ipynb #2e743b95
+def lr_find(learn, path, cbs=())->float: # a `Learner`; the PNG file to write; more callbacks for the search
+    "Run `LR_Find` on `learn` with the callbacks `cbs`, save its plot to `path`; the learning rate it suggests"
+    from matplotlib.figure import Figure
+    finder = LR_Find()
+    Runner(cbs=[*cbs, finder]).fit(math.ceil(finder.max_iter / len(learn.data.train_dl)), learn)  # epochs enough
+    ax = finder.plot(ax=Figure(layout='constrained').subplots())
+    if is_main_process(): write_atomic(path, partial(ax.figure.savefig, format='png', dpi=100))
+    return finder.suggestion()
+
+# %% ../nbs/10_runs.ipynb #6623b246
+def get_data(name:str='digits', # 'digits' (scikit-learn's 8x8 digits, offline) or 'mnist'
+             bs:int=64, seed:int|None=42, # training batch size, and the seed of the training order
+             data_dir=None, download:bool=False): # MNIST's folder (default: `mnist_path`); fetch missing files first?
+    "A `DataBunch` of the data `name`, normalized with the training set's mean and standard deviation"
+    if download: from minifast_nb.download import download_mnist; on_main(download_mnist, data_dir)
+    x_train, y_train, x_valid, y_valid = get_digits() if name == 'digits' else get_mnist(data_dir)
+    m, s = x_train.mean(), x_train.std()  # constant images (s == 0): `normalize` says so
+    train_ds, valid_ds = Dataset(normalize(x_train, m, s), y_train), Dataset(normalize(x_valid, m, s), y_valid)
+    return DataBunch(*get_dls(train_ds, valid_ds, bs, seed=seed), c=10)
+
+def device_cbs(device=None, precision:str='fp32')->list: # as `DeviceCallback` and `MixedPrecision` take them
+    "`DeviceCallback`, `MixedPrecision` unless `precision` is fp32, and `DistributedCallback` on several processes"
+    cbs = [DeviceCallback(device)]
+    if precision != 'fp32': cbs += [MixedPrecision(precision)]
+    return cbs + ([DistributedCallback()] if rank_world()[1] > 1 else [])
+
+# %% ../nbs/10_runs.ipynb #4ac95550
+def train_cbs(lr:float, # the peak learning rate of the one-cycle schedule
+              folder=None, # where metrics.csv (and tensorboard/) go; None: no CSV file
+              device=None, precision:str='fp32', # as `device_cbs` takes them
+              patience:int|None=None, # early stopping: the epochs without a lower valid_loss; the best weights kept
+              clip:float|None=None, accum:int=1, # as `GradientClip` and `GradientAccumulation` take them
+              tensorboard:bool=False, progress:bool=False)->list: # TensorBoard in `folder`; progress bars?
+    "The callbacks of a `minifast_train` run, all but its checkpoint"
+    one_cycle = combine_scheds([0.3, 0.7], cos_1cycle_anneal(lr / 10, lr, lr / 100))
+    best = [BestModelCallback(), EarlyStoppingCallback(patience=patience)] if patience else [TrackerCallback()]
+    cbs = [EpochTable([accuracy]), Recorder(), ParamScheduler('lr', one_cycle), TerminateOnNaNCallback(every=10), *best,
+           *([CSVLogger(Path(folder)/'metrics.csv')] if folder else []), *device_cbs(device, precision)]
+    if clip: cbs += [GradientClip(clip)]
+    if accum > 1: cbs += [GradientAccumulation(accum)]
+    if tensorboard: cbs += [TensorBoardCallback(Path(folder)/'tensorboard')]
+    return cbs + ([ProgressCallback()] if progress else [])
