@@ -14,6 +14,9 @@ so that compute dominates, in two ways:
   minifast_nb     the `Runner` over the library's `DataLoader`; with 2 processes `DistributedCallback` (the same
                   DDP, plus everything the callback adds: the weighting communication hook, one small all-reduce
                   per batch for the decisions, the sharded sampler), started by `minifast_nb.distributed.launch`.
+  plain + agreement  (2 processes only) plain PyTorch DDP plus what the library's guarantee of agreed stops needs
+                  at the least: one all-reduce of five integers per training batch, before backward, on a second
+                  gloo group. It prices that guarantee apart from the rest of the callback.
 Every run is a fresh set of processes with one torch thread each (two in "1 process x 2 threads"); it trains
 `--epochs` epochs without validation and times every training epoch after the first (a warm-up) on rank 0. The
 six (way, configuration) pairs are interleaved `--repeats` times. Prints the median samples per second of each,
@@ -38,14 +41,15 @@ def weight_sum(model):
     "A fingerprint of the trained weights, to check that both ways train the same model"
     return sum(p.detach().double().sum().item() for p in model.parameters())
 
-def plain_run(rows, nh, bs, epochs):
-    "Plain PyTorch (DDP when WORLD_SIZE > 1): samples per second of each training epoch after the first; weight_sum"
+def plain_run(rows, nh, bs, epochs, agree=False):
+    "Plain PyTorch (DDP if WORLD_SIZE > 1; `agree`: one small all-reduce a batch more): samples/s of epochs 2, 3..."
     rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
     x, y = make_data(rows)
     model = make_model(nh)
     if world > 1:
         dist.init_process_group('gloo', rank=rank, world_size=world)  # MASTER_ADDR/PORT from the environment
         model = nn.parallel.DistributedDataParallel(model)
+        if agree: ctrl = dist.new_group(backend='gloo')
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     g, speeds = torch.Generator().manual_seed(0), []
     for epoch in range(epochs):
@@ -54,6 +58,7 @@ def plain_run(rows, nh, bs, epochs):
         for b in torch.randperm(rows, generator=g).split(bs):
             share = b[rank::world]
             loss = F.cross_entropy(model(x.index_select(0, share)), y.index_select(0, share))
+            if agree and world > 1: dist.all_reduce(torch.tensor([0, 1, -1, 0, 0]), op=dist.ReduceOp.MAX, group=ctrl)
             loss.backward()
             opt.step()
             opt.zero_grad()
@@ -110,30 +115,34 @@ def main():
     import ddp  # this file as a module, so that the new processes can import the run functions
     configs = {'1 process x 1 thread': (1, 1), '2 processes x 1 thread': (2, 1), '1 process x 2 threads': (1, 2)}
     ways = {'plain PyTorch': lambda n, t, *args: plain_launch(n, t, *args),
+            'plain + agreement': lambda n, t, *args: plain_launch(n, t, *args, True),
             'minifast_nb': lambda n, t, *args: launch(ddp.library_run, n, *args, n > 1, threads=t)[0]}
-    speeds, weights = {(w, c): [] for c in configs for w in ways}, {}
+    ways_of = lambda c: [w for w in ways if w != 'plain + agreement' or configs[c][0] > 1]
+    speeds, weights = {(w, c): [] for c in configs for w in ways_of(c)}, {}
     for _ in range(a.repeats):
         for c, (nproc, threads) in configs.items():
-            for w, run in ways.items():
-                sp, weights[w, c] = run(nproc, threads, a.rows, a.nh, a.bs, a.epochs)
+            for w in ways_of(c):
+                sp, weights[w, c] = ways[w](nproc, threads, a.rows, a.nh, a.bs, a.epochs)
                 speeds[w, c] += sp
-    for c in configs:  # the same model, data, batches and shares: the same weights at the end
-        p, m = weights['plain PyTorch', c], weights['minifast_nb', c]
+    for (w, c), m in weights.items():  # the same model, data, batches and shares: the same weights at the end
+        p = weights['plain PyTorch', c]
         if abs(p - m) > 1e-6 * max(1., abs(p)):
-            raise SystemExit(f"{c}: plain PyTorch and minifast_nb trained different weights (sums {p!r} and {m!r})")
+            raise SystemExit(f"{c}: plain PyTorch and {w} trained different weights (sums {p!r} and {m!r})")
     med = {k: statistics.median(v) for k, v in speeds.items()}
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}; MLP 784-{a.nh}-{a.nh}-10, global batch {a.bs}, {a.rows} rows, "
           f"{a.repeats} runs x {a.epochs - 1} timed epochs of each\n")
-    print(f"{'configuration':<24} {'way':<14} {'samples/s':>10} {'vs 1x1':>7} {'efficiency':>10} {'vs plain':>9}")
+    print(f"{'configuration':<24} {'way':<18} {'samples/s':>10} {'vs 1x1':>7} {'efficiency':>10} {'vs plain':>9}")
     for c, (nproc, threads) in configs.items():
-        for w in ways:
-            m, base = med[w, c], med[w, '1 process x 1 thread']
+        for w in ways_of(c):
+            one = w if w in ways_of('1 process x 1 thread') else 'plain PyTorch'  # "plain + agreement" is plain on 1
+            m, base = med[w, c], med[one, '1 process x 1 thread']
             vs_plain = f"{m / med['plain PyTorch', c]:8.2f}x" if w != 'plain PyTorch' else ''
-            print(f"{c:<24} {w:<14} {m:10.0f} {m / base:7.2f} {m / base / (nproc * threads):10.2f} {vs_plain:>9}")
+            print(f"{c:<24} {w:<18} {m:10.0f} {m / base:7.2f} {m / base / (nproc * threads):10.2f} {vs_plain:>9}")
     c = '2 processes x 1 thread'
-    ratio = med['minifast_nb', c] / med['plain PyTorch', c]
-    print(f"\nminifast_nb's DistributedCallback, 2 processes: {ratio:.3f}x plain "
-          f"DDP's samples/s (goal: at least 0.95x); in every configuration both ways trained the same weights")
+    plain, agreed, ours = (med[w, c] for w in ('plain PyTorch', 'plain + agreement', 'minifast_nb'))
+    print(f"\nminifast_nb's DistributedCallback, 2 processes: {ours / plain:.3f}x plain DDP's samples/s "
+          f"(goal: at least 0.95x); the per-batch agreement alone: {agreed / plain:.3f}x; the rest of the callback: "
+          f"{ours / agreed:.3f}x plain + agreement. Every way trained the same weights in every configuration")
 
 if __name__ == '__main__': main()
