@@ -151,9 +151,10 @@ def combine_scheds(pcts:list, # fraction of training for each schedule: each in 
     if not all(callable(s) for s in scheds): raise TypeError(f"scheds must be functions of pos, got {scheds}")
     ends = list(accumulate(pcts[:-1])) + [1.]  # the last piece ends at exactly 1, whatever the rounding
     pieces = [(a, b-a, f) for a, b, f in zip([0.] + ends, ends, scheds) if b > a]  # (start, width, schedule)
+    starts = [a for a, _, _ in pieces]
     def _inner(pos):
         if math.isnan(pos): raise ValueError("combine_scheds: pos is NaN; it must be the fraction of training done")
-        start, width, f = pieces[max(bisect.bisect_right(pieces, pos, key=lambda o: o[0]) - 1, 0)]
+        start, width, f = pieces[max(bisect.bisect_right(starts, pos) - 1, 0)]
         return f(min(max((pos - start) / width, 0.), 1.))
     return _inner
 

@@ -320,7 +320,8 @@ class DeviceCallback(Callback):
         self.device = default_device() if device is None else torch.device(device)
     def begin_fit(self): self.run.model.to(self.device)
     def begin_batch(self):
-        self.run.xb, self.run.yb = (t.to(self.device, non_blocking=True) for t in (self.run.xb, self.run.yb))
+        run = self.run
+        run.xb, run.yb = run.xb.to(self.device, non_blocking=True), run.yb.to(self.device, non_blocking=True)
 
 # %% ../nbs/04_callbacks.ipynb #aa7e9d6d
 class ProgressCallback(Callback):

@@ -4,15 +4,15 @@
 
 # %% auto #0
 __all__ = ['dl_generators', 'rng_state', 'set_rng_state', 'opt_state', 'load_opt_state', 'cb_states', 'unsaved_cbs',
-           'load_cb_states', 'write_atomic', 'remove_stale_parts', 'signals_held', 'check_targets', 'write_set', 'seal',
-           'read_checkpoint', 'check_kinds', 'check_payload', 'run_shape', 'rank_world', 'is_main_process',
-           'write_checkpoint', 'SingleProcess', 'process_part', 'CheckpointCallback', 'TrackerCallback',
-           'EarlyStoppingCallback', 'BestModelCallback']
+           'load_cb_states', 'write_atomic', 'remove_stale_parts', 'new_folder', 'signals_held', 'check_targets',
+           'write_set', 'seal', 'read_checkpoint', 'check_kinds', 'check_payload', 'run_shape', 'rank_world',
+           'is_main_process', 'write_checkpoint', 'SingleProcess', 'process_part', 'CheckpointCallback',
+           'TrackerCallback', 'EarlyStoppingCallback', 'BestModelCallback']
 
 # %% ../nbs/06_checkpoint.ipynb #1fb59a1f
-import contextlib, hashlib, io, math, os, random, re, secrets, signal, threading, warnings
+import contextlib, errno, hashlib, io, math, os, random, re, secrets, signal, threading, warnings
 from types import NoneType
-from itertools import islice
+from itertools import islice, takewhile
 from pathlib import Path
 import numpy as np, torch
 from fastcore.basics import listify, patch
@@ -121,6 +121,23 @@ def remove_stale_parts(path)->list:
     stale = [p for p in path.parent.glob('.*.part') if (m := part.fullmatch(p.name)) and not _running(int(m[1]))]
     for p in stale: p.unlink(missing_ok=True)
     return stale
+
+# %% ../nbs/06_checkpoint.ipynb #nf06a002
+@contextlib.contextmanager
+def new_folder(path):
+    "Make folder `path` with its missing parents; on leaving, remove again those it made that are still empty"
+    path = Path(path)
+    try: made = list(takewhile(lambda p: not p.exists(), [path, *path.parents]))  # deepest first
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG: raise
+        raise OSError(e.errno, f"path too long for the file system ({len(str(path))} characters; a name in it may have "
+                               f"at most 255 bytes): choose a shorter one") from None
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+    finally:
+        for p in made:
+            with contextlib.suppress(OSError): p.rmdir()  # only an empty folder can be removed
 
 # %% ../nbs/06_checkpoint.ipynb #c8e0f002
 @contextlib.contextmanager

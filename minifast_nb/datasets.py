@@ -40,11 +40,13 @@ def get_digits(valid_pct:float=0.2, # fraction of the 1,797 images kept for vali
     return x[k:], y[k:], x[:k], y[:k]
 
 # %% ../nbs/00_datasets.ipynb #39e6681e
+_EPS = torch.finfo(torch.float32).eps  # float32's rounding, relative
+
 def normalize(x, m, s):
     "Normalize `x` with mean `m` and standard deviation `s` (use the training set's for every split)"
     if not torch.as_tensor(s).isfinite().all(): raise ValueError("normalize: the standard deviation s is nan or "
                                                                  "infinite; check the data for nan and inf values")
-    flat = torch.as_tensor(s).abs() <= 1e-5 * torch.as_tensor(m).abs()  # 0, or the rounding of a constant input
+    flat = torch.as_tensor(s).abs() <= 8 * _EPS * torch.as_tensor(m).abs()  # 0, or the rounding of a constant input
     if flat.any(): raise ValueError(f"normalize: the data have no spread (all values equal): s is 0 or rounding in "
         f"{int(flat.sum())} of its {flat.numel()} values; check that the data are the right, non-blank files, "
         f"or use one s for all inputs, or `s.clamp_min(1e-6)`")

@@ -13,7 +13,7 @@ from pathlib import Path
 from fastcore.basics import listify
 from .datasets import MNIST_FILES, mnist_path
 from .data import check_float, check_int
-from .checkpoint import write_atomic, remove_stale_parts
+from .checkpoint import write_atomic, remove_stale_parts, new_folder
 
 # %% ../nbs/09_download.ipynb #63bff59d
 def md5sum(path)->str:
@@ -93,18 +93,6 @@ def _check_download(fname, md5, mirrors, timeout, deadline, max_bytes):
         raise TypeError(f"mirrors must be base URLs (str), got {bad[0]!r}")
     return md5.lower(), mirrors
 
-# %% ../nbs/09_download.ipynb #6ee35ed9
-@contextlib.contextmanager
-def _new_dirs(d:Path):
-    "Create folder `d` and its missing parents; if the block fails, remove again those it created that are empty"
-    made = [p for p in (d, *d.parents) if not p.exists()]  # deepest first
-    d.mkdir(parents=True, exist_ok=True)
-    try: yield
-    except BaseException:
-        for p in made:
-            with contextlib.suppress(OSError): p.rmdir()
-        raise
-
 # %% ../nbs/09_download.ipynb #976d4666
 class DownloadError(OSError):
     "No mirror delivered a file with the right checksum"
@@ -122,7 +110,7 @@ def download_file(fname:str, # file name, appended to each mirror's base URL
     md5, mirrors = _check_download(fname, md5, mirrors, timeout, deadline, max_bytes)
     dest, fails = Path(dest_dir).expanduser()/fname, []
     if dest.is_file() and md5sum(dest) == md5: return dest
-    with _new_dirs(dest.parent):
+    with new_folder(dest.parent):
         remove_stale_parts(dest)
         for url in (f"{m.rstrip('/')}/{fname}" for m in mirrors):
             try: return write_atomic(dest, partial(_fetch, url, md5, timeout, deadline, max_bytes))

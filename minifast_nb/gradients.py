@@ -52,7 +52,7 @@ def before_backward(self:GradientAccumulation):
 def after_backward(self:GradientAccumulation):
     self.count += self.total
     if not self.window_done(): return True  # the batch ends here: no step, no zero_grad
-    self._scale_grads(self.total * self.n / self.count)  # the mean over the window's samples (1: all full)
+    if (f := self.total * self.n / self.count) != 1: self._scale_grads(f)  # the mean over the window's samples
     self.count = 0
 
 # %% ../nbs/08b_gradients.ipynb #6070458f

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_runs.ipynb #r10a0001
 from __future__ import annotations
-import contextlib, csv, errno, hashlib, itertools, json, math, os, signal, sys, time
+import contextlib, csv, hashlib, json, math, os, signal, sys, time
 from functools import partial
 from pathlib import Path
 import torch
@@ -16,7 +16,7 @@ from .callbacks import (Callback, AvgStatsCallback, Runner, default_device, Devi
     ProgressCallback, TerminateOnNaNCallback)
 from .annealing import LR_Find, Recorder, ParamScheduler, combine_scheds, cos_1cycle_anneal
 from .checkpoint import (TrackerCallback, BestModelCallback, EarlyStoppingCallback, write_atomic,
-    write_set, check_targets, is_main_process, rank_world)
+    write_set, check_targets, is_main_process, rank_world, new_folder, remove_stale_parts)
 from .distributed import DistributedCallback, launch, on_main
 from .precision import MixedPrecision
 from .gradients import GradientAccumulation, GradientClip
@@ -206,40 +206,28 @@ def _lock(folder):
 # %% ../nbs/10_runs.ipynb #r10a0027
 def _repair(folder, names):
     "Finish (the set is whole) or roll back (put the backups back) a killed `write_set`; delete killed writers' files"
-    whole = results_whole(folder)
-    for n in names:
-        for bak in Path(folder).glob(f'.{n}.*.bak'):
-            if not whole: os.replace(bak, Path(folder)/n)
-            bak.unlink(missing_ok=True)  # a rename onto another link of the same file does nothing
-        for part in Path(folder).glob(f'.{n}.*.part'): part.unlink(missing_ok=True)
+    baks = [(n, bak) for n in names for bak in Path(folder).glob(f'.{n}.*.bak')]
+    whole = bool(baks) and results_whole(folder)  # reads and hashes the results: only when there are backups
+    for n, bak in baks:
+        if not whole: os.replace(bak, Path(folder)/n)
+        bak.unlink(missing_ok=True)  # a rename onto another link of the same file does nothing
+    for n in names: remove_stale_parts(Path(folder)/n)
 
 # %% ../nbs/10_runs.ipynb #r10a0029
-def _made(path):
-    "The folders `path` and its parents that do not exist yet, deepest first; a clear error for a path too long"
-    try: return list(itertools.takewhile(lambda p: not p.exists(), [path, *path.parents]))
-    except OSError as e:
-        if e.errno != errno.ENAMETOOLONG: raise
-        raise OSError(e.errno, f"path too long for the file system ({len(str(path))} characters; a name in it may have "
-                               f"at most 255 bytes): choose a shorter one") from None
-
 @contextlib.contextmanager
 def run_folder(path, # the folder, made with its parents if needed
                names=(*OUTPUTS, 'checkpoint.pt', 'metrics.csv', 'lr_find.png')): # the files a run writes there
     "Make, lock and repair folder `path` for one run; on leaving, unlock it and remove the folders made if empty"
-    path = Path(path)
-    made, fd = _made(path), None
-    try:
-        path.mkdir(parents=True, exist_ok=True)
+    with new_folder(path) as path:
         fd = _lock(path)
-        _repair(path, names)
-        check_targets(path, names)
-        yield path
-    finally:
-        if fd is not None:
-            with contextlib.suppress(OSError): (path/LOCK).unlink(missing_ok=True)  # the run's own error goes first
-            os.close(fd)
-        for p in made:
-            with contextlib.suppress(OSError): p.rmdir()  # only an empty folder can be removed
+        try:
+            _repair(path, names)
+            check_targets(path, names)
+            yield path
+        finally:
+            if fd is not None:  # None: no `flock` (Windows)
+                with contextlib.suppress(OSError): (path/LOCK).unlink(missing_ok=True)  # the run's own error goes first
+                os.close(fd)
 
 # %% ../nbs/10_runs.ipynb #r10a0033
 class Terminated(BaseException):

@@ -99,6 +99,7 @@ def main():
     missing = [str(q) for q in paths if not q.is_file()]
     if missing: p.error(f"no such notebook: {', '.join(missing)}")
     os.environ.pop('MPLBACKEND', None)  # let ipykernel choose matplotlib's inline backend, as in Jupyter
+    os.environ['CUDA_VISIBLE_DEVICES'] = ''  # on the CPU, as a reader without a GPU runs them
     t0 = time.monotonic()
     oks = asyncio.run(run_all(paths, a.jobs, a.timeout))
     print(f"notebooks run as in Jupyter, every cell: {sum(oks)} passed, {len(oks) - sum(oks)} failed "
