@@ -14,7 +14,7 @@ import torch
 from torch import optim
 from fastcore.basics import listify, patch
 from .data import check_int, check_float
-from .callbacks import Callback, Learner, get_model, CancelTrainException
+from .callbacks import Callback, Learner, get_model, CancelTrainException, AvgStatsCallback, ProgressCallback
 
 # %% ../nbs/05_annealing.ipynb #4b29c5d4
 def create_learner(model_func, loss_func, data):
@@ -77,7 +77,10 @@ def plot(self:Recorder, skip_last:int=0, pgid:int=-1, ax=None):
 class ParamScheduler(Callback):
     "Before each training batch, set `pname` (e.g. 'lr') of the param groups from `sched_funcs`: one, or one per group"
     _order, stateless = 1, True
-    def __init__(self, pname:str, sched_funcs): self.pname, self.sched_funcs = pname, sched_funcs
+    def __init__(self,
+                 pname:str, # the hyper-parameter to set, a key of the param groups: 'lr', 'momentum'...
+                 sched_funcs): # a schedule (a function of `pos` in [0, 1]), or a list of one per param group
+        self.pname, self.sched_funcs = pname, sched_funcs
     def begin_fit(self):
         pgs, fs = self.run.opt.param_groups, listify(self.sched_funcs)
         if len(fs) == 1: fs = fs * len(pgs)
@@ -97,7 +100,7 @@ def begin_batch(self:ParamScheduler):
     pos = run.n_epochs / run.epochs
     for i, (f, pg) in enumerate(zip(self._fs, run.opt.param_groups)):
         if isinstance(v := f(pos), (int, float)) and not 0 <= v < math.inf: raise ValueError(
-            f"ParamScheduler: schedule {i} for {self.pname!r} gave {v} at pos={pos:.4f} (epoch {run.epoch}, "
+            f"ParamScheduler: schedule {i} for {self.pname!r} gave {v} at pos={pos:.4f} (epoch {run.epoch + 1}, "
             f"iteration {run.iter}); a hyper-parameter must be finite and >= 0")
         pg[self.pname] = v
 
@@ -159,24 +162,33 @@ def combine_scheds(pcts:list, # fraction of training for each schedule: each in 
     return _inner
 
 # %% ../nbs/05_annealing.ipynb #f039f3ec
+def _find_cb(run, cls):  # the first callback of `run` that is a `cls` (or a subclass), for ShowGraphCallback
+    if (cb := next((cb for cb in run.cbs if isinstance(cb, cls)), None)) is not None: return cb
+    raise ValueError(f"ShowGraphCallback draws the losses of a Recorder and an AvgStatsCallback under a "
+                     f"ProgressCallback's bars: the Runner has no {cls.__name__} (nor a subclass of it); add one")
+
 class ShowGraphCallback(Callback):
     "In a notebook, redraw the loss of each training batch and of each epoch's validation after every epoch"
     stateless = True
     def begin_fit(self):
         from fastprogress.fastprogress import NBMasterBar
-        self.valid, self.draw = [], isinstance(self.progress.mbar, NBMasterBar)  # a terminal or a test: no drawing
+        self.rec, self.avg, self.bars = (_find_cb(self.run, c) for c in (Recorder, AvgStatsCallback, ProgressCallback))
+        self.valid, self.draw = [], isinstance(self.bars.mbar, NBMasterBar)  # a terminal or a test: no drawing
     def after_epoch(self):
-        self.valid.append((len(self.recorder.losses), self.avg_stats.valid_stats.avg_stats[0]))
-        if self.draw: self.progress.mbar.update_graph(self.graph())
+        self.valid.append((len(self.rec.losses), self.avg.valid_stats.avg_stats[0]))
+        if self.draw: self.bars.mbar.update_graph(self.graph())
     def graph(self):
         "Curves `(x, y)` of the training and validation losses, x counting training batches"
-        return [(range(len(self.recorder.losses)), self.recorder.losses), tuple(map(list, zip(*self.valid)))]
+        return [(range(len(self.rec.losses)), self.rec.losses), tuple(map(list, zip(*self.valid)))]
 
 # %% ../nbs/05_annealing.ipynb #58aec05c
 class LR_Find(Callback):
     "Grow the learning rate exponentially from `min_lr` to `max_lr` over `max_iter` training batches (across epochs)"
     _order, name, stateless = 1, 'lr_find', True
-    def __init__(self, max_iter:int=100, min_lr:float=1e-6, max_lr:float=10):
+    def __init__(self,
+                 max_iter:int=100, # training batches in the search (at least 2)
+                 min_lr:float=1e-6, # learning rate of the first batch, > 0
+                 max_lr:float=10): # learning rate of batch `max_iter`, > `min_lr`
         self.max_iter = check_int(max_iter, 'max_iter', 2)
         self.min_lr = check_float(min_lr, 'min_lr', 0, exclusive=True)
         self.max_lr = check_float(max_lr, 'max_lr', self.min_lr, exclusive=True)  # finite, above min_lr

@@ -11,19 +11,29 @@ from fastcore.basics import listify, patch, store_attr
 from .data import check_int, check_loss
 
 # %% auto #0
-__all__ = ['get_model', 'Learner', 'camel2snake', 'Callback', 'TrainEvalCallback', 'CancelTrainException', 'CancelEpochException',
-           'CancelBatchException', 'Runner', 'AvgStats', 'AvgStatsCallback', 'TerminateOnNaNCallback', 'default_device',
-           'model_device', 'DeviceCallback', 'ProgressCallback']
+__all__ = ['mlp', 'get_model', 'Learner', 'camel2snake', 'Callback', 'TrainEvalCallback', 'CancelTrainException',
+           'CancelEpochException', 'CancelBatchException', 'Runner', 'AvgStats', 'AvgStatsCallback',
+           'TerminateOnNaNCallback', 'default_device', 'model_device', 'DeviceCallback', 'ProgressCallback']
+
+# %% ../nbs/04_callbacks.ipynb #59e97109
+def mlp(n_in:int, # features of each input
+        nh:int, # hidden units
+        c:int): # outputs, one per class
+    "The course's MLP: `Linear(n_in, nh), ReLU, Linear(nh, c)`"
+    return nn.Sequential(nn.Linear(n_in, nh), nn.ReLU(), nn.Linear(nh, c))
 
 # %% ../nbs/04_callbacks.ipynb #b2c54e8e
-def get_model(data, lr:float=0.5, nh:int=50, opt_func=optim.SGD):
-    "The course's MLP `Linear(m, nh), ReLU, Linear(nh, data.c)` for a `DataBunch`, and `opt_func(params, lr=lr)`"
+def get_model(data, # a `DataBunch`: its inputs give the MLP's input size, `data.c` its outputs
+              lr:float=0.5, # learning rate
+              nh:int=50, # hidden units
+              opt_func=optim.SGD): # optimizer class (or factory), called as `opt_func(params, lr=lr)`
+    "The course's `mlp(n_in, nh, data.c)` for a `DataBunch` of `n_in` features, and `opt_func(params, lr=lr)`"
     if not (c := getattr(data, 'c', None)): raise ValueError(f"data.c must be the number of classes, got {c!r}: "
                                                              "build it as DataBunch(train_dl, valid_dl, c=10)")
     x0 = data.train_ds.x[0] if hasattr(data.train_ds, 'x') else data.train_ds[0][0]
     if x0.ndim != 1: raise ValueError("get_model builds an MLP over flat inputs: each input must be a 1-D vector of "
         f"features, got one of shape {tuple(x0.shape)}; flatten them, e.g. x.view(len(x), -1)")
-    model = nn.Sequential(nn.Linear(x0.shape[0], nh), nn.ReLU(), nn.Linear(nh, c))
+    model = mlp(x0.shape[0], nh, c)
     return model, opt_func(model.parameters(), lr=lr)
 
 # %% ../nbs/04_callbacks.ipynb #bb22a0f5
@@ -221,7 +231,9 @@ def _do_epoch(self:Runner):  # train, then validate without gradients; True if a
 
 # %% ../nbs/04_callbacks.ipynb #19b85065
 @patch
-def fit(self:Runner, epochs:int, learn:Learner):
+def fit(self:Runner,
+        epochs:int, # epochs to train (a resumed fit starts at a later one)
+        learn:Learner): # the model, optimizer, loss function and data to train
     "Train `learn` for `epochs` epochs, then every `after_fit`; to resume, `begin_fit` sets `epoch`, `start_iter`"
     check_int(epochs, 'epochs', 0)
     missing = [k for k in ('model', 'opt', 'loss_func', 'data') if getattr(learn, k, None) is None]
@@ -235,7 +247,7 @@ def fit(self:Runner, epochs:int, learn:Learner):
                     if self._do_epoch(): break
         except CancelTrainException: self('after_cancel_train')
     except BaseException as e:  # KeyboardInterrupt too, so that an error in after_fit cannot hide it
-        if isinstance(e, Exception): e.add_note(f"in Runner.fit: epoch {self.epoch}, iteration {self.iter}, "
+        if isinstance(e, Exception): e.add_note(f"in Runner.fit: epoch {self.epoch + 1}, iteration {self.iter}, "
                                                 f"in_train={self.in_train}, last event {self.event!r}")
         self._after_fit(e)
         raise

@@ -341,10 +341,11 @@ def save(self:CheckpointCallback, epoch:int, it:int, finished:bool=False):
     "Write to `self.path` everything needed to continue the run before training batch `it` of `epoch`"
     run, procs = self.run, self.procs
     own = {'epoch_rng': self._epoch_rng, 'rng': rng_state(run.data), 'callbacks': cb_states(run, per_process=True)}
-    st = {'epoch': epoch, 'iter': it, 'finished': finished, 'shape': run_shape(run), 'n_epochs': run.n_epochs,
-          'n_iter': run.n_iter, 'model': run.model.state_dict(), 'opt': opt_state(run.opt),
-          'callbacks': cb_states(run, per_process=False), 'processes': procs.gather(own), 'extra': self.extra}
-    procs.on_main(lambda: write_checkpoint(seal(st), self.path))  # sealed on the main process only
+    parts = procs.gather(own)  # every process's own part, on the main process
+    procs.on_main(lambda: write_checkpoint(seal({  # the state all processes share: built on the main process only
+        'epoch': epoch, 'iter': it, 'finished': finished, 'shape': run_shape(run), 'n_epochs': run.n_epochs,
+        'n_iter': run.n_iter, 'model': run.model.state_dict(), 'opt': opt_state(run.opt),
+        'callbacks': cb_states(run, per_process=False), 'processes': parts, 'extra': self.extra}), self.path))
 
 @patch
 def _save_point(self:CheckpointCallback, epoch:int, it:int, due:bool=True, finished:bool=False):
@@ -425,7 +426,7 @@ class _ThenCall:
 def begin_epoch(self:CheckpointCallback):
     if (ck := self.pending) is None: return
     if new := [cb.name for cb in self.cbs if _has_state(cb) and cb.name not in ck['callbacks']]:
-        warnings.warn(f"{self.path.name}: resumed in the middle of epoch {ck['epoch']} with callbacks that the "
+        warnings.warn(f"{self.path.name}: resumed in the middle of epoch {ck['epoch'] + 1} with callbacks that the "
                       f"saved run had not: {new}; their statistics of this epoch count only its batches from "
                       f"{ck['iter']} on")
     self._restore(ck)

@@ -12,7 +12,7 @@ from torch import nn
 from .datasets import get_digits, get_mnist, normalize
 from .data import Dataset, get_dls, DataBunch
 from .loss import accuracy
-from .callbacks import (Callback, AvgStatsCallback, Runner, default_device, DeviceCallback,
+from .callbacks import (Callback, AvgStatsCallback, Runner, default_device, DeviceCallback, mlp,
     ProgressCallback, TerminateOnNaNCallback)
 from .annealing import LR_Find, Recorder, ParamScheduler, combine_scheds, cos_1cycle_anneal
 from .checkpoint import (TrackerCallback, BestModelCallback, EarlyStoppingCallback, write_atomic,
@@ -68,19 +68,24 @@ def print_main(*args, who='minifast_nb'): # the program that says so when stdout
 
 # %% ../nbs/10_runs.ipynb #r10b0002
 class CSVLogger(Callback):
-    "After each epoch, write the epochs so far to CSV file `path`: the epoch (from 1), each average, the time"
+    "After each epoch, write the epochs so far to CSV file `path`: the `EpochTable`'s rows, or an `AvgStatsCallback`'s"
     _order, stateless = 15, True  # after AvgStatsCallback, before CheckpointCallback (20) saves the epoch
     def __init__(self, path='metrics.csv'): self.path = Path(path)
     def begin_fit(self):
-        self.avg = next((cb for cb in self.run.cbs if isinstance(cb, AvgStatsCallback)), None)
-        if self.avg is None: raise ValueError("CSVLogger writes the averages of an AvgStatsCallback: add one, or an "
-                                              "EpochTable, to the Runner's callbacks")
+        avgs = [cb for cb in self.run.cbs if isinstance(cb, AvgStatsCallback)]
+        if not avgs: raise ValueError("CSVLogger writes the averages of an AvgStatsCallback: add one, or an "
+                                      "EpochTable, to the Runner's callbacks")
+        self.avg = next((cb for cb in avgs if isinstance(cb, EpochTable)), avgs[0])  # the table, if there is one
         self.cols, self.rows = ['epoch', *_stat_cols(self.avg), 'time'], None
     def begin_epoch(self): self.t0 = time.perf_counter()
     def after_epoch(self):
         if self.rows is None: self.rows = self._kept()  # a resumed run's `epoch` is set by now
-        self.rows.append([self.run.epoch + 1, *_epoch_stats(self.avg), time.perf_counter() - self.t0])
+        self.rows.append(self._row())
         if is_main_process(): write_atomic(self.path, self._write)
+    def _row(self):
+        "This epoch's row: the table's own (same numbers, same time), or the averages and this logger's clock"
+        if isinstance(self.avg, EpochTable): return list(self.avg.rows[-1].values())
+        return [self.run.epoch + 1, *_epoch_stats(self.avg), time.perf_counter() - self.t0]
     def _kept(self):
         "The rows of the epochs before `run.epoch` in the file `path` (a resumed run's), if it has our columns"
         if not self.run.epoch or not self.path.exists(): return []
@@ -291,7 +296,7 @@ def load_model(folder)->nn.Module:
     except (LookupError, ValueError, AttributeError, TypeError):
         raise ValueError(f"{Path(folder)/'model.pt'} does not hold the weights of get_model's MLP (Linear, ReLU, "
                          f"Linear): load it into your own model with torch.load") from None
-    model = nn.Sequential(nn.Linear(n_in, nh), nn.ReLU(), nn.Linear(nh, c))
+    model = mlp(n_in, nh, c)
     model.load_state_dict(sd); return model.eval()
 
 def predict(model, x)->torch.Tensor:
