@@ -12,11 +12,13 @@ so that compute dominates, in two ways:
                   zero_grad; with 2 processes the model is wrapped in `DistributedDataParallel` (gloo). It imports
                   nothing from minifast_nb, and its processes are started by this script.
   minifast_nb     the `Runner` over the library's `DataLoader`; with 2 processes `DistributedCallback` (the same
-                  DDP, plus everything the callback adds: the weighting communication hook, one small all-reduce
+                  DDP, plus everything the callback adds: the weighting of uneven shares, two small all-reduces
                   per batch for the decisions, the sharded sampler), started by `minifast_nb.distributed.launch`.
   plain + agreement  (2 processes only) plain PyTorch DDP plus what the library's guarantee of agreed stops needs
-                  at the least: one all-reduce of five integers per training batch, before backward, on a second
-                  gloo group. It prices that guarantee apart from the rest of the callback.
+                  at the least: per training batch, two all-reduces of six integers on a second gloo group, sent
+                  without waiting as the library sends its decisions (the first when the forward pass starts, read
+                  before backward; the second before backward, read after it). It prices that guarantee apart from
+                  the rest of the callback.
 Every run is a fresh set of processes with one torch thread each (two in "1 process x 2 threads"); it trains
 `--epochs` epochs without validation and times every training epoch after the first (a warm-up) on rank 0. The
 six (way, configuration) pairs are interleaved `--repeats` times. Prints the median samples per second of each,
@@ -42,7 +44,7 @@ def weight_sum(model):
     return sum(p.detach().double().sum().item() for p in model.parameters())
 
 def plain_run(rows, nh, bs, epochs, agree=False):
-    "Plain PyTorch (DDP if WORLD_SIZE > 1; `agree`: one small all-reduce a batch more): samples/s of epochs 2, 3..."
+    "Plain PyTorch (DDP if WORLD_SIZE > 1; `agree`: two small all-reduces a batch more): samples/s of epochs 2, 3..."
     rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
     x, y = make_data(rows)
     model = make_model(nh)
@@ -50,6 +52,8 @@ def plain_run(rows, nh, bs, epochs, agree=False):
         dist.init_process_group('gloo', rank=rank, world_size=world)  # MASTER_ADDR/PORT from the environment
         model = nn.parallel.DistributedDataParallel(model)
         if agree: ctrl = dist.new_group(backend='gloo')
+    agree = agree and world > 1
+    post = lambda: dist.all_reduce(torch.tensor([0, 1, -1, 0, 0, 0]), dist.ReduceOp.MAX, ctrl, async_op=True)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     g, speeds = torch.Generator().manual_seed(0), []
     for epoch in range(epochs):
@@ -57,9 +61,11 @@ def plain_run(rows, nh, bs, epochs, agree=False):
         t0 = time.perf_counter()
         for b in torch.randperm(rows, generator=g).split(bs):
             share = b[rank::world]
+            if agree: sent = post()  # the decision, sent as the forward pass starts
             loss = F.cross_entropy(model(x.index_select(0, share)), y.index_select(0, share))
-            if agree and world > 1: dist.all_reduce(torch.tensor([0, 1, -1, 0, 0]), op=dist.ReduceOp.MAX, group=ctrl)
+            if agree: sent.wait(); sent = post()  # read before backward; the second one, read after it
             loss.backward()
+            if agree: sent.wait()
             opt.step()
             opt.zero_grad()
         speeds.append(rows / (time.perf_counter() - t0))

@@ -134,15 +134,23 @@ def _portable(e):  # `e` if it survives pickling (to be sent to the other ranks)
     try: return pickle.loads(pickle.dumps(e))
     except Exception: return RuntimeError(f"{type(e).__name__}: {e}")
 
+# %% ../nbs/07_distributed.ipynb #b0ca2f95
+def _post(want:Decision, key:int, asks=(False, False), grads:bool=False)->tuple:
+    "Send a decision (as `agree` does) without waiting: `(tensor, work)`, for `agree(posted=...)` to wait for"
+    t = torch.tensor([want, key, -key, *map(int, asks[:2]), int(grads)])  # grads: see "Deciding early" below
+    try: return t, dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_ctrl['group'], async_op=True)
+    except BaseException: _ctrl['done'] = True; raise
+
 # %% ../nbs/07_distributed.ipynb #ab9b9e31
 def agree(want:Decision=Decision.GO, # what this rank wants
           key:int=0, # names the decision point; checked when all go on
           err:BaseException|None=None, # this rank's error, with ERROR
-          asks:list|None=None)->Decision: # 2 flags this rank sends (a checkpoint's save, stop), set to any rank's
+          asks:list|None=None, # 2 flags this rank sends (a checkpoint's save, stop), set to any rank's (+1)
+          posted:tuple|None=None)->Decision: # a decision that `_post` sent already (with `want`, `key`): its answer
     "The largest `want` over the ranks (this rank's own without a group); ERROR raises the first failing rank's error"
     if not is_distributed(): return Decision(want)
-    t = torch.tensor([want, key, -key, *map(int, asks or (False, False))])
-    try: dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_ctrl['group'])
+    t, sent = posted or _post(want, key, asks or (False, False))
+    try: sent.wait()
     except BaseException: _ctrl['done'] = True; raise  # the group is broken: no more decisions
     top, hi, lo, *anys = t.tolist()
     if asks is not None: asks[:] = map(bool, anys)
@@ -182,10 +190,9 @@ class DistributedCallback(Callback):
                  join:float=120., # seconds a rank waits for all to join the group (see `init_distributed`)
                  **ddp_kwargs): # passed on to `DistributedDataParallel`
         self.backend, self.timeout, self.join, self.ddp_kwargs = backend, timeout, join, ddp_kwargs
-        self._data = self._outer = None  # set by begin_fit
+        self._data = self._outer = self._posted = self._confirm = self._last_xb = None  # set by begin_fit, `predict`
         if rank_world()[1] > 1 and torch.cuda.is_available():  # one GPU per process: its rank on this machine's
             torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
-    def predict(self): self.run.pred = (self.ddp if self.run.in_train else self.run.model)(self.run.xb)
     on_main = staticmethod(on_main)  # for CheckpointCallback, with `rank`, `world`, `decide_save` and `gather` below
 
 # %% ../nbs/07_distributed.ipynb #70865ba2
@@ -198,6 +205,8 @@ def begin_fit(self:DistributedCallback):
     init_distributed(self.backend, self.timeout, model_device(run.model), self.join)
     (self.rank, self.world), _ctrl['done'], self.ddp = rank_world(), False, None
     self.share, self._pad, self._stage = 1 / self.world, None, None  # _stage: see `after_backward`
+    self._posted = self._confirm = self._last_xb = None  # decisions on their way (see `predict`), a batch
+    self._params = list(run.model.parameters())
     self._asked, self._agreed, self._epoch_ending, self._epoch_cancelled = [False] * 2, [False] * 2, False, False
     self._cks = [cb for cb in run.cbs if isinstance(cb, CheckpointCallback)]
     self._fit = run.epochs, len(run.data.train_dl), len(run.data.valid_dl)  # checked at each epoch: the same fit
@@ -219,7 +228,7 @@ def begin_epoch(self:DistributedCallback):
 
 # %% ../nbs/07_distributed.ipynb #6232b7af
 @patch
-def after_loss(self:DistributedCallback):
+def begin_batch(self:DistributedCallback):
     run = self.run
     dl = run.data.train_dl if run.in_train else run.data.valid_dl  # not `run.dl`, which a resumed epoch wraps
     sizes = getattr(getattr(dl, 'sampler', None), 'sizes', None)
@@ -229,27 +238,77 @@ def after_loss(self:DistributedCallback):
 
 # %% ../nbs/07_distributed.ipynb #152eda9c
 @patch
-def _meet(self:DistributedCallback, want:Decision, key:int, keep:Decision=Decision.GO)->Decision:
-    "Decide with the others, sending checkpoint asks (save, stop); raise the agreed cancel above `want` but `keep`"
+def _post_asks(self:DistributedCallback, want:Decision, key:int, grads:bool=False)->tuple:
+    "`_post` a decision with what the checkpoints were asked (save, stop) since the last one"
     for ck in self._cks: self._asked = [a or b for a, b in zip(self._asked, ck.requests())]
-    d = agree(want, key, asks=self._asked)
-    self._agreed, self._asked = [a or b for a, b in zip(self._agreed, self._asked)], [False, False]
+    posted, self._asked = _post(want, key, self._asked, grads), [False, False]  # on their way
+    return posted
+@patch
+def _meet(self:DistributedCallback, want:Decision, key:int, keep:Decision=Decision.GO, posted=None)->Decision:
+    "Decide with the others (`posted` already, or now); raise the agreed cancel above `want` but `keep`"
+    self._got = []  # any rank's flags: save, stop, and whether gradients were kept from earlier batches
+    d = agree(want, key, asks=self._got, posted=posted or self._post_asks(want, key))
+    self._agreed = [a or b for a, b in zip(self._agreed, self._got)]
     if d == Decision.END_EPOCH: self._epoch_ending = True
     if d <= want or d == keep: return d
     self._stage = 'agreed'  # the batch's handlers below do not tell it again
     raise _CANCELS[d]()
 @patch
 def _decide_batch(self:DistributedCallback):  # by `_Tail`, after every other `before_backward`
-    self._stage, w = 'decided', self.world * self.share
-    self._meet(Decision.GO, self._bkey)
+    self._stage, w, posted, self._posted = 'decided', self.world * self.share, self._posted, None
+    self._meet(Decision.GO, self._bkey, posted=posted)  # sent by `predict`, or now
+    if posted and self._got[2]: self._meet(Decision.GO, self._bkey)  # a rank keeps gradients: decide again, now
+    elif posted: self._confirm = _post(Decision.GO, self._bkey)  # did a rank leave the batch since? (after backward)
     if w != 1 and self.ddp.require_backward_grad_sync: _weigh(self.run.model, self.run.loss, w)  # not in `no_sync`
+
+# %% ../nbs/07_distributed.ipynb #16ff7403
+@patch
+def predict(self:DistributedCallback):
+    run = self.run
+    if not run.in_train: run.pred = run.model(run.xb); return  # validation: no gradients to exchange
+    if self.ddp.require_backward_grad_sync:  # DDP's all-reduce in this batch's backward: decide early
+        grads = any(p.grad is not None for p in self._params)  # kept from earlier batches
+        self._posted, self._stage = self._post_asks(Decision.GO, self._bkey, grads), 'posted'
+    run.pred = self.ddp(run.xb)
+    self._last_xb = run.xb  # for `_zero_backward`
+
+# %% ../nbs/07_distributed.ipynb #04049535
+@patch
+def after_backward(self:DistributedCallback):
+    self._stage, confirm, self._confirm = 'backward', self._confirm, None
+    if confirm and (d := agree(Decision.GO, self._bkey, posted=confirm)) != Decision.GO: self._drop(d)
+@patch
+def _drop(self:DistributedCallback, d:Decision):
+    for p in self._params: p.grad = None
+    if d == Decision.END_EPOCH: self._epoch_ending = True
+    self._stage = 'agreed'
+    raise _CANCELS[d]()
+
+# %% ../nbs/07_distributed.ipynb #b531e84f
+@patch
+def _zero_backward(self:DistributedCallback):
+    pred = self.run.pred
+    if not (isinstance(pred, torch.Tensor) and pred.requires_grad):  # no usable forward pass in this batch
+        pred = self.ddp(self.run.xb if self._last_xb is None else self._last_xb)
+    pred.backward(torch.zeros_like(pred))
+@patch
+def _leave(self:DistributedCallback, want:Decision, err=None):
+    got, posted, self._posted = [], self._posted, None
+    d = agree(Decision.GO, self._bkey, asks=got, posted=posted)  # what every rank read before backward
+    self._agreed = [a or b for a, b in zip(self._agreed, got)]
+    if d == Decision.GO and not got[2]:  # the others are in backward
+        confirm = _post(want, _key(Point.TOLD))
+        try: self._zero_backward()
+        finally: d = agree(want, _key(Point.TOLD), err, posted=confirm)
+        for p in self._params: p.grad = None
+    elif d < want: d = self._meet(want, _key(Point.TOLD)) if err is None else agree(want, _key(Point.TOLD), err)
+    if d == Decision.END_EPOCH: self._epoch_ending = True
+    if d > want: self._stage = 'agreed'; raise _CANCELS[d]()
 
 # %% ../nbs/07_distributed.ipynb #d42ecad1
 _LATE = "cannot be agreed between processes (the others are in backward or stepped already): "
 
-# a batch's _stage: None, 'decided', 'backward' or 'agreed'
-@patch
-def after_backward(self:DistributedCallback): self._stage = 'backward'
+# a batch's _stage: None, 'posted', 'decided', 'backward' or 'agreed'
 @patch
 def after_cancel_batch(self:DistributedCallback):
     if self._stage in ('decided', 'backward'): raise RuntimeError(  # cancelled after its decision point
@@ -259,11 +318,15 @@ def after_batch(self:DistributedCallback):
     for st, sd in self._pad or []: st.load_state_dict(sd, model_device(self.run.model))
     stage, self._stage, self._pad = self._stage, None, None
     if stage == 'agreed' or _ctrl['done']: return
-    if stage == 'decided': raise RuntimeError(f"a batch skipped by a before_backward that returned True {_LATE}"
-                                              f"raise CancelBatchException in before_backward instead")
+    if stage == 'decided':
+        if self._confirm: self._zero_backward(); agree(Decision.GO, self._bkey, posted=self._confirm)  # the others
+        self._confirm = None
+        raise RuntimeError(f"a batch skipped by a before_backward that returned True {_LATE}"
+                           f"raise CancelBatchException in before_backward instead")
     want = next((d for d, c in _CANCELS.items() if isinstance(sys.exc_info()[1], c)), Decision.GO)  # one going up
-    if want == Decision.GO and self.run.in_train and stage is None: want = Decision.SKIP_BATCH  # before deciding
-    if want != Decision.GO: self._meet(want, _key(Point.TOLD))  # told: raises what the others agree if more
+    if want == Decision.GO and self.run.in_train and stage in (None, 'posted'): want = Decision.SKIP_BATCH  # skipped
+    if stage == 'posted': self._leave(want)
+    elif want != Decision.GO: self._meet(want, _key(Point.TOLD))  # told: raises what the others agree if more
 
 # %% ../nbs/07_distributed.ipynb #bf53767e
 @patch
@@ -285,7 +348,10 @@ def after_fit(self:DistributedCallback):
     if data is None: init_distributed(self.backend, self.timeout, model_device(run.model), self.join)  # to tell
     elif _ctrl.get('done', True): return
     done = err is None or err is self._outer  # an error handled around `fit` is not this fit's
-    agree(Decision.STOP if done else Decision.ERROR, _key(Point.TOLD), None if done else err)
+    want, err = (Decision.STOP, None) if done else (Decision.ERROR, err)
+    if self._posted: return self._leave(want, err)  # it failed after `predict` sent GO
+    if self._confirm: agree(Decision.GO, self._bkey, posted=self._confirm); self._confirm = None  # read it first
+    agree(want, _key(Point.TOLD), err)
 
 # %% ../nbs/07_distributed.ipynb #634527fc
 class _Tail(Callback):

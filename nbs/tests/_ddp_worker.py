@@ -15,6 +15,7 @@ from minifast_nb.callbacks import (Learner, Runner, Callback, AvgStatsCallback, 
 from minifast_nb.annealing import LR_Find, Recorder, ParamScheduler, combine_scheds, cos_1cycle_anneal
 from minifast_nb.checkpoint import CheckpointCallback, read_checkpoint, rank_world
 from minifast_nb.distributed import DistributedCallback, init_distributed, destroy_distributed, on_main
+from minifast_nb.gradients import GradientAccumulation
 
 def this_rank(): return rank_world()[0]
 
@@ -42,7 +43,7 @@ class SetEpoch(Callback):
     def begin_epoch(self): self.run.data.train_dl.sampler.set_epoch(self.run.epoch)
 
 class Act(Callback):
-    "At `event` of batch `it` of epoch `epoch` (training or validation), on the ranks `ranks`: raise `what`, return True, or make the loss NaN"
+    "At `event` of batch `it` of epoch `epoch` (training or validation), on the ranks `ranks`: raise `what`, return True, make the loss NaN or the batch double"
     _order = -1  # before the NaN guard
     def __init__(self, what, event, epoch=0, it=2, ranks=(1,), train=True):
         self.what, self.event, self.epoch, self.it, self.ranks, self.train = what, event, epoch, it, ranks, train
@@ -52,6 +53,7 @@ class Act(Callback):
         if run.epoch != self.epoch or run.iter != self.it: return
         if self.what == 'true': return True
         if self.what == 'nan': run.loss = run.loss * math.nan; return
+        if self.what == 'double': run.xb = run.xb.double(); return  # the model's forward pass then fails
         raise self.what
     def begin_batch(self): return self._act('begin_batch')
     def after_loss(self): return self._act('after_loss')
@@ -107,6 +109,8 @@ def cases(single):
         boom=dict(cbs=[Act(ValueError('boom on rank 1'), 'after_loss', it=3, ranks=r)]),
         boom_late=dict(cbs=[Act(ValueError('boom on rank 1'), 'after_step', it=3, ranks=r)]),
         boom_valid=dict(cbs=[Act(ValueError('boom on rank 1'), 'after_loss', it=1, ranks=r, train=False)]),
+        boom_forward=dict(cbs=[Act('double', 'begin_batch', it=3, ranks=r)]),  # an error in DDP's forward pass
+        accum_skip=dict(cbs=[GradientAccumulation(2), Act(CancelBatchException(), 'after_loss', it=5, ranks=r)]),
         lr_find=dict(lr_find=True, epochs=3),
     )
 
