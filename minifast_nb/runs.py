@@ -134,7 +134,8 @@ def curves_figure(rows:list, # `EpochTable.rows`
     "Loss, accuracy and learning rate against the epoch, train and valid, on one matplotlib `Figure`"
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
-    fig = Figure(figsize=(13, 4), layout='constrained')
+    fig = Figure(figsize=(13, 4))  # a fixed layout: a constrained one took 0.15 s more to save, 5% of a run's start
+    fig.subplots_adjust(left=0.045, right=0.99, bottom=0.12, top=0.84, wspace=0.2)
     fig.suptitle(title)
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
     if losses:  # every training batch, pale
