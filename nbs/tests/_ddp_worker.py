@@ -110,6 +110,8 @@ def cases(single):
         boom_late=dict(cbs=[Act(ValueError('boom on rank 1'), 'after_step', it=3, ranks=r)]),
         boom_valid=dict(cbs=[Act(ValueError('boom on rank 1'), 'after_loss', it=1, ranks=r, train=False)]),
         boom_forward=dict(cbs=[Act('double', 'begin_batch', it=3, ranks=r)]),  # an error in DDP's forward pass
+        cancel_batch_loss=dict(cbs=[Act(CancelBatchException(), 'after_loss', it=4, ranks=r)]),  # dropped after backward
+        skip_loss=dict(cbs=[Act('true', 'after_loss', it=4, ranks=r)]),
         accum_skip=dict(cbs=[GradientAccumulation(2), Act(CancelBatchException(), 'after_loss', it=5, ranks=r)]),
         lr_find=dict(lr_find=True, epochs=3),
     )
