@@ -285,12 +285,14 @@ def _drop(self:DistributedCallback, d:Decision):
     raise _CANCELS[d]()
 
 # %% ../nbs/07_distributed.ipynb #b531e84f
+def _outputs(o):  # the tensors that need a gradient in a model's output: a tensor, or lists, tuples, dicts of them
+    if isinstance(o, torch.Tensor): return [o] if o.requires_grad else []
+    vs = o.values() if isinstance(o, dict) else o if isinstance(o, (list, tuple)) else ()
+    return [t for v in vs for t in _outputs(v)]
 @patch
 def _zero_backward(self:DistributedCallback):
-    pred = self.run.pred
-    if not (isinstance(pred, torch.Tensor) and pred.requires_grad):  # no usable forward pass in this batch
-        pred = self.ddp(self.run.xb if self._last_xb is None else self._last_xb)
-    pred.backward(torch.zeros_like(pred))
+    outs = _outputs(self.run.pred) or _outputs(self.ddp(self.run.xb if self._last_xb is None else self._last_xb))
+    torch.autograd.backward(outs, [torch.zeros_like(t) for t in outs])  # no usable forward pass: one more, above
 @patch
 def _leave(self:DistributedCallback, want:Decision, err=None):
     got, posted, self._posted = [], self._posted, None
