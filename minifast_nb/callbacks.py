@@ -360,5 +360,7 @@ class ProgressCallback(Callback):
     def after_batch(self): self.pb.update(self.run.iter + 1 - self.pb.start)
     def after_fit(self):
         if (mbar := self.__dict__.pop('mbar', None)) is None: return  # begin_fit did not run: another one raised
+        pb = self.__dict__.pop('pb', None)
+        if pb is not None and pb.last_v is not None: pb.on_iter_end()  # stopped midway: a terminal's line is cleared
         mbar.on_iter_end()
         self.run.logger = self._logger
