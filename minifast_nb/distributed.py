@@ -145,7 +145,7 @@ def _post(want:Decision, key:int, asks=(False, False), grads:bool=False)->tuple:
 def agree(want:Decision=Decision.GO, # what this rank wants
           key:int=0, # names the decision point; checked when all go on
           err:BaseException|None=None, # this rank's error, with ERROR
-          asks:list|None=None, # 2 flags this rank sends (a checkpoint's save, stop), set to any rank's (+1)
+          asks:list|None=None, # this rank's 2 flags (a checkpoint's save, stop); set to any rank's, + gradients kept
           posted:tuple|None=None)->Decision: # a decision that `_post` sent already (with `want`, `key`): its answer
     "The largest `want` over the ranks (this rank's own without a group); ERROR raises the first failing rank's error"
     if not is_distributed(): return Decision(want)
