@@ -162,8 +162,8 @@ def combine_scheds(pcts:list, # fraction of training for each schedule: each in 
     return _inner
 
 # %% ../nbs/05_annealing.ipynb #f039f3ec
-def _find_cb(run, cls):  # the first callback of `run` that is a `cls` (or a subclass), for ShowGraphCallback
-    if (cb := next((cb for cb in run.cbs if isinstance(cb, cls)), None)) is not None: return cb
+def _find_cb(run, cls):  # `run.find_cb(cls)`, or the error that ShowGraphCallback needs it
+    if (cb := run.find_cb(cls)) is not None: return cb
     raise ValueError(f"ShowGraphCallback draws the losses of a Recorder and an AvgStatsCallback under a "
                      f"ProgressCallback's bars: the Runner has no {cls.__name__} (nor a subclass of it); add one")
 

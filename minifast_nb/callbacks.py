@@ -13,7 +13,8 @@ from .data import check_int, check_loss
 # %% auto #0
 __all__ = ['mlp', 'get_model', 'Learner', 'camel2snake', 'Callback', 'TrainEvalCallback', 'CancelTrainException',
            'CancelEpochException', 'CancelBatchException', 'Runner', 'AvgStats', 'AvgStatsCallback',
-           'TerminateOnNaNCallback', 'default_device', 'model_device', 'DeviceCallback', 'ProgressCallback']
+           'TerminateOnNaNCallback', 'default_device', 'model_device', 'usable_device', 'DeviceCallback',
+           'ProgressCallback']
 
 # %% ../nbs/04_callbacks.ipynb #59e97109
 def mlp(n_in:int, # features of each input
@@ -84,8 +85,8 @@ class CancelTrainException(Exception): "Stop the fit; then `after_cancel_train` 
 class CancelEpochException(Exception): "Skip the rest of this epoch; then `after_cancel_epoch` and `after_epoch` run"
 class CancelBatchException(Exception): "Skip the rest of this batch; then `after_cancel_batch` and `after_batch` run"
 _cancels = (CancelBatchException, CancelEpochException, CancelTrainException)
-_epoch_train, _batch = (CancelEpochException, CancelTrainException), ('begin_batch', 'after_pred', 'after_loss',
-                                                                      'before_backward', 'after_backward', 'after_step')
+_epoch_train = (CancelEpochException, CancelTrainException)
+_batch = ('begin_batch', 'after_pred', 'after_loss', 'before_backward', 'after_backward', 'before_step', 'after_step')
 _scope = {'begin_fit': (CancelTrainException,), 'begin_epoch': _epoch_train, **{e: _cancels for e in _batch},  # allowed
           'after_batch': _epoch_train, 'begin_validate': _epoch_train, 'after_epoch': (CancelTrainException,),
           'after_cancel_batch': (), 'after_cancel_epoch': (), 'after_cancel_train': (), 'after_fit': ()}
@@ -162,6 +163,12 @@ def _sort_cbs(self:Runner, cbs=None):  # stable sort by `_order`, then the batch
     self.cbs[:] = cbs
     self._handlers = {e: _handlers(cbs, e) for e in _scope}
 
+# %% ../nbs/04_callbacks.ipynb #f3eeeb7e
+@patch
+def find_cb(self:Runner, cls)->Callback|None:
+    "The first of this runner's callbacks (in `_order`) that is a `cls` or a subclass of it; None if there is none"
+    return next((cb for cb in self.cbs if isinstance(cb, cls)), None)
+
 # %% ../nbs/04_callbacks.ipynb #587d3bfd
 @patch
 def __call__(self:Runner, event_name):
@@ -205,7 +212,7 @@ def _do_batch(self:Runner):
     get_loss()
     if self('after_loss') or not self.in_train or self('before_backward'): return
     backward()
-    if self('after_backward'): return
+    if self('after_backward') or self('before_step'): return
     step()
     if self('after_step'): return
     zero_grad()
@@ -315,7 +322,7 @@ class TerminateOnNaNCallback(Callback):
         raise FloatingPointError(f"loss is {loss} at epoch {run.epoch + 1}, {phase} iteration {run.iter}: training "
                                  "stopped (lower the learning rate, or check the data for NaNs)")  # epochs from 1
 
-# %% ../nbs/04_callbacks.ipynb #50585357
+# %% ../nbs/04_callbacks.ipynb #b130625f
 def default_device():
     "CUDA if there is one, else the CPU"
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -323,13 +330,23 @@ def model_device(model): # a `nn.Module`, or None
     "The device of `model`'s first parameter (the CPU if it has none, or if `model` is None)"
     return next((p.device for p in ([] if model is None else model.parameters())), torch.device('cpu'))
 
+def usable_device(name=None)->torch.device: # a `torch.device`, its name or a GPU's index; None: `default_device()`
+    "The `torch.device` `name`, or a `ValueError` saying why this machine cannot train on it"
+    try: dev = default_device() if name is None else torch.device(f'cuda:{name}' if isinstance(name, int) else name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"{name!r} is not a device name: use cpu, cuda, cuda:N or mps") from None
+    n = {'cpu': math.inf, 'cuda': torch.cuda.device_count(), 'mps': +torch.backends.mps.is_available()}.get(dev.type)
+    if n is None: raise ValueError(f"{name}: training runs on cpu, cuda or mps, not {dev.type}")
+    if (dev.index or 0) >= n: raise ValueError(f"{name}: torch finds {n or 'no'} {dev.type.upper()} device(s) here; "
+                                               "use cpu" + (f", or {dev.type}:0 to {dev.type}:{n-1}" if n else ''))
+    return dev
+
+# %% ../nbs/04_callbacks.ipynb #50585357
 class DeviceCallback(Callback):
     "Train on `device`: moves the model at `begin_fit` and each batch at `begin_batch`"
     _order, stateless, unique = -20, True, True
-    def __init__(self, device=None): # a `torch.device`, its name or a GPU's index; None: `default_device()`
-        if not torch.cuda.is_available() and (isinstance(device, int) or str(device).startswith('cuda')):
-            raise ValueError(f"DeviceCallback({device!r}): there is no CUDA device on this machine; use 'cpu'")
-        self.device = default_device() if device is None else torch.device(device)
+    def __init__(self, device=None): # as `usable_device` takes it
+        self.device = usable_device(device)  # a GPU this machine lacks: a `ValueError` now, not at the first batch
     def begin_fit(self): self.run.model.to(self.device)
     def begin_batch(self):
         run = self.run

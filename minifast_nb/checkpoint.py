@@ -448,7 +448,7 @@ def after_fit(self:CheckpointCallback): self._want = self._stop = False; self.pe
 # %% ../nbs/06_checkpoint.ipynb #86151d64
 def _metric_getter(run, name):
     "`f(run)`: metric `name` of the last epoch ('valid_loss', 'train_accuracy'; 'accuracy': the validation one)"
-    cb = next((cb for cb in run.cbs if isinstance(cb, AvgStatsCallback)), None)
+    cb = run.find_cb(AvgStatsCallback)
     if cb is None: raise ValueError(f"a tracker monitoring {name!r} needs an AvgStatsCallback in the Runner: add one, "
                                     f"or pass monitor=a function of the runner")
     names = ['loss'] + [getattr(m, '__name__', '') for m in cb.train_stats.metrics]

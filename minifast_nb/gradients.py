@@ -15,13 +15,10 @@ from .callbacks import Callback
 # %% ../nbs/08b_gradients.ipynb #dd8e0be0
 class GradientClip(Callback):
     "Before each optimizer step, scale the gradients down so that their norm (all as one vector) is at most `max_norm`"
-    _order, stateless = 1, True  # after GradientAccumulation (0) has made the gradient of its window
+    _order, stateless = 1, True
     def __init__(self, max_norm:float): # the largest norm of the gradients: a finite number > 0
         self.max_norm, self.norm = check_float(max_norm, 'max_norm', 0, exclusive=True), None
-    def after_backward(self):
-        acc, mp = getattr(self.run, 'gradient_accumulation', None), getattr(self.run, 'mixed_precision', None)
-        if acc is not None and not acc.window_done(): return  # no step after this batch: nothing to clip yet
-        if mp is not None: mp.unscale_grads()  # float16: clip the true gradients, not S times them
+    def before_step(self):  # the gradients the step uses: a window's whole, unscaled in float16
         self.norm = nn.utils.clip_grad_norm_(self.run.model.parameters(), self.max_norm)  # the norm before clipping
 
 # %% ../nbs/08b_gradients.ipynb #4231070e

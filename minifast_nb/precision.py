@@ -71,6 +71,8 @@ def unscale_grads(self:MixedPrecision):
     if self.scaler is None or self._unscaled: return
     self.scaler.unscale_(self.run.opt)
     self._unscaled = True
+@patch
+def before_step(self:MixedPrecision): self.unscale_grads()  # the callbacks after it see the true gradients
 
 # %% ../nbs/08_precision.ipynb #00a3883e
 @patch

@@ -12,8 +12,8 @@ from torch import nn
 from .datasets import get_digits, get_mnist, normalize
 from .data import Dataset, get_dls, DataBunch
 from .loss import accuracy
-from .callbacks import (Callback, AvgStatsCallback, Runner, default_device, DeviceCallback, mlp,
-    ProgressCallback, TerminateOnNaNCallback)
+from .callbacks import (Callback, AvgStatsCallback, Runner, DeviceCallback, mlp, ProgressCallback,
+    TerminateOnNaNCallback, usable_device)
 from .annealing import LR_Find, Recorder, ParamScheduler, combine_scheds, cos_1cycle_anneal
 from .checkpoint import (TrackerCallback, BestModelCallback, EarlyStoppingCallback, write_atomic,
     write_set, check_targets, is_main_process, rank_world, new_folder, remove_stale_parts)
@@ -24,7 +24,7 @@ from .gradients import GradientAccumulation, GradientClip
 # %% auto #0
 __all__ = ['OUTPUTS', 'LOCK', 'EpochTable', 'print_main', 'CSVLogger', 'TensorBoardCallback', 'curves_figure', 'run_metrics',
            'save_results', 'results_whole', 'run_folder', 'Terminated', 'Signals', 'launch_children', 'load_model',
-           'predict', 'usable_device', 'run_header', 'lr_find', 'get_data', 'device_cbs', 'train_cbs']
+           'predict', 'run_header', 'lr_find', 'get_data', 'device_cbs', 'train_cbs']
 
 # %% ../nbs/10_runs.ipynb #r10a0010
 def _header(cols): return f'{cols[0]:>5}' + ''.join(f'{c:>16}' for c in cols[1:])
@@ -72,10 +72,9 @@ class CSVLogger(Callback):
     _order, stateless = 15, True  # after AvgStatsCallback, before CheckpointCallback (20) saves the epoch
     def __init__(self, path='metrics.csv'): self.path = Path(path)
     def begin_fit(self):
-        avgs = [cb for cb in self.run.cbs if isinstance(cb, AvgStatsCallback)]
-        if not avgs: raise ValueError("CSVLogger writes the averages of an AvgStatsCallback: add one, or an "
-                                      "EpochTable, to the Runner's callbacks")
-        self.avg = next((cb for cb in avgs if isinstance(cb, EpochTable)), avgs[0])  # the table, if there is one
+        self.avg = self.run.find_cb(EpochTable) or self.run.find_cb(AvgStatsCallback)  # the table, if there is one
+        if not self.avg: raise ValueError("CSVLogger writes the averages of an AvgStatsCallback: add one, or an "
+                                          "EpochTable, to the Runner's callbacks")
         self.cols, self.rows = ['epoch', *_stat_cols(self.avg), 'time'], None
     def begin_epoch(self): self.t0 = time.perf_counter()
     def after_epoch(self):
@@ -111,7 +110,7 @@ class TensorBoardCallback(Callback):
         if self.writer and run.in_train:
             self.buf.append((run.n_iter + 1, run.loss.detach(), run.opt.param_groups[-1]['lr']))
     def after_epoch(self):
-        avg = next((cb for cb in self.run.cbs if isinstance(cb, AvgStatsCallback)), None)
+        avg = self.run.find_cb(AvgStatsCallback)
         if self.writer: self._flush(dict(zip(_stat_cols(avg), _epoch_stats(avg))) if avg else {})
     def after_fit(self):
         if self.writer: self._flush({}); self.writer.close(); self.writer = None  # and the batches of a stopped epoch
@@ -305,16 +304,6 @@ def predict(model, x)->torch.Tensor:
     with torch.no_grad(): return model(x).argmax(-1)
 
 # %% ../nbs/10_runs.ipynb #1a44fff8
-def usable_device(name:str|None=None)->torch.device: # a device name; None: `default_device()`
-    "The `torch.device` called `name`, or a `ValueError` saying why this machine cannot train on it"
-    try: dev = default_device() if name is None else torch.device(name)
-    except (RuntimeError, ValueError): raise ValueError(f"{name!r} is not a device name: use cpu, cuda, cuda:N or mps")
-    n = {'cpu': math.inf, 'cuda': torch.cuda.device_count(), 'mps': +torch.backends.mps.is_available()}.get(dev.type)
-    if n is None: raise ValueError(f"{name}: training runs on cpu, cuda or mps, not {dev.type}")
-    if (dev.index or 0) >= n: raise ValueError(f"{name}: torch finds {n or 'no'} {dev.type.upper()} device(s) here; "
-                                               "use cpu" + (f", or {dev.type}:0 to {dev.type}:{n-1}" if n else ''))
-    return dev
-
 def run_header(name:str, data, device, precision:str='fp32', threads:int=1)->str: # the data's name; its `DataBunch`
     "The run in one line: the data and its sizes, the device, the precision, the processes and the threads of each"
     n = rank_world()[1]
