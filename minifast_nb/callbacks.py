@@ -372,12 +372,14 @@ class ProgressCallback(Callback):
     def _new_bar(self, start):
         self.mbar.update(self.run.epoch)
         self.pb = self._bar(range(len(self.run.dl) - start), parent=self.mbar)
-        self.pb.start = start
+        self.pb.start, self._open = start, True  # open: updated short of its total (it closes itself at the total)
         self.pb.update(0)
-    def after_batch(self): self.pb.update(self.run.iter + 1 - self.pb.start)
+    def after_batch(self):
+        self.pb.update(n := self.run.iter + 1 - self.pb.start)
+        self._open = n < self.pb.total
     def after_fit(self):
         if (mbar := self.__dict__.pop('mbar', None)) is None: return  # begin_fit did not run: another one raised
         pb = self.__dict__.pop('pb', None)
-        if pb is not None and pb.last_v is not None: pb.on_iter_end()  # stopped midway: a terminal's line is cleared
+        if pb is not None and self._open: pb.on_iter_end()  # stopped midway: a terminal's line is cleared
         mbar.on_iter_end()
         self.run.logger = self._logger
