@@ -211,8 +211,7 @@ def begin_fit(self:LR_Find):
     if n * run.epochs < self.max_iter: warnings.warn(f"LR_Find: {run.epochs} epochs of {n} batches < max_iter="
         f"{self.max_iter}: fit for {math.ceil(self.max_iter/n)} epochs to reach max_lr")
     self.lrs, self.losses, self.best_loss = [], [], math.inf
-    self._opt_state = copy.deepcopy(run.opt.state_dict()) if hasattr(run.opt, 'load_state_dict') else None
-    self._hypers = [{k: copy.deepcopy(v) for k, v in pg.items() if k != 'params'} for pg in run.opt.param_groups]
+    self._opt_state = copy.deepcopy(run.opt.state_dict())  # and its hyper-parameters, which the search changes
     self._model_state = copy.deepcopy(run.model.state_dict())
 
 @patch
@@ -220,8 +219,7 @@ def after_fit(self:LR_Find):
     if self._model_state is None: return  # begin_fit did not save anything
     run, model_state, self._model_state = self.run, self._model_state, None
     run.model.load_state_dict(model_state); run.model.zero_grad()
-    if self._opt_state is not None: run.opt.load_state_dict(self._opt_state)
-    for pg, h in zip(run.opt.param_groups, self._hypers): pg.update(h)
+    run.opt.load_state_dict(self._opt_state)
 
 # %% ../nbs/05_annealing.ipynb #7336fe04
 @patch

@@ -92,3 +92,16 @@ def _param_groups(params, lr):
     if len(ids) != len(set(ids)):
         raise ValueError("some parameters appear in more than one param group (or twice in one)")
     return groups
+
+# %% ../nbs/02_training_loop.ipynb #b1e5b73f
+@patch
+def state_dict(self:Optimizer)->dict:
+    "The hyper-parameters of each param group (`lr`), as PyTorch's optimizers' `state_dict()['param_groups']`"
+    return {'param_groups': [{k: v for k, v in g.items() if k != 'params'} for g in self.param_groups]}
+
+@patch
+def load_state_dict(self:Optimizer, sd:dict):
+    "Put back the hyper-parameters that `state_dict` returned, group by group"
+    n, m = len(sd['param_groups']), len(self.param_groups)
+    if n != m: raise ValueError(f"the saved optimizer has {n} param groups, this one has {m}")
+    for g, h in zip(self.param_groups, sd['param_groups']): g.update(h)

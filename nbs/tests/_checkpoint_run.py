@@ -6,7 +6,7 @@ from minifast_nb.loss import accuracy
 from minifast_nb.data import Dataset, DataBunch, get_dls
 from minifast_nb.callbacks import Runner, Learner, Callback, AvgStatsCallback
 from minifast_nb.annealing import Recorder, ParamScheduler, combine_scheds, cos_1cycle_anneal
-from minifast_nb.checkpoint import CheckpointCallback, EarlyStoppingCallback, BestModelCallback, opt_state
+from minifast_nb.checkpoint import CheckpointCallback, EarlyStoppingCallback, BestModelCallback
 
 def get_learner(seed=0):
     "Fixed data (120 training items: 8 batches of 16, the last of 8); sampler and model from `seed`"
@@ -45,7 +45,7 @@ def get_runner(path=None, every='epoch', patience=100, how=None, n=0):
 
 def result(run, learn):
     "What must not depend on interruptions: weights, optimizer, history, statistics, trackers, random states"
-    return dict(model=learn.model.state_dict(), opt=opt_state(learn.opt), lrs=run.recorder.lrs, losses=run.recorder.losses,
+    return dict(model=learn.model.state_dict(), opt=learn.opt.state_dict(), lrs=run.recorder.lrs, losses=run.recorder.losses,
                 stats=[run.avg_stats.train_stats.state_dict(), run.avg_stats.valid_stats.state_dict()], epoch=run.epoch,
                 es=run.early_stopping.state_dict(), best=run.best_model.state_dict(), rng=[random.random(), np.random.rand(), torch.rand(2)])
 
