@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
 class CliError(Exception):
     "A problem with the command line, the data or the environment: reported as one line, exit status 1"
 
-def _fail(msg, status):
+def _tell(msg, status=0):
     "Print `msg` as one line on stderr (in the main process only); return the exit status `status`"
     from minifast_nb.checkpoint import is_main_process
     if is_main_process(): print(f"minifast_train: {' '.join(str(msg).split())}", file=sys.stderr)
@@ -147,7 +147,6 @@ def load_data(args):
 
 # %% ../nbs/11_cli.ipynb #bbd36cde
 def _learner(args, data):
-    "The course's MLP for `data` in a `Learner`, made after seeding with `args.seed` (the same seed, the same weights)"
     import torch, torch.nn.functional as F
     from minifast_nb.callbacks import Learner, get_model
     from minifast_nb.training import Optimizer
@@ -203,28 +202,27 @@ def start(args):
     except ValueError: raise CliError(f"{path} was not written by minifast_train: it holds no settings to resume with")
     if why := _settings_error(saved, set(vars(args))): raise CliError(
         f"{path} holds settings that minifast_train cannot use: {why}; start a new run (without --resume)")
-    new = argparse.Namespace(**{**DEFAULTS, **saved, **vars(args)})  # the options given now on top
+    new = argparse.Namespace(**(saved | vars(args)))  # the options given now on top
     if msg := _data_error(new): raise CliError(msg)
     return new, ck['extra']['run_id'], ck
 
 def _settings_error(saved:dict, given:set): # the settings in a checkpoint; the options given now
-    "Why `saved` cannot be used ('' if it can): each setting that `given` does not replace, checked as the parser does"
-    odd = {'unknown': set(saved) - set(DEFAULTS), 'missing': set(DEFAULTS) - set(saved)}
+    "Why `saved` cannot be used (None if it can): each setting that `given` does not replace, checked by the parser"
+    odd = {'unknown': saved.keys() - DEFAULTS.keys(), 'missing': DEFAULTS.keys() - saved.keys()}
     if any(odd.values()): return '; '.join(f"{w} {', '.join(sorted(map(str, ks)))}" for w, ks in odd.items() if ks)
     for flag, d, _, kw in (o for opts in OPTIONS.values() for o in opts):
         k = flag[2:].replace('-', '_')
         if k not in given and (why := _setting_error(kw, d, saved[k])): return f"{k}={saved[k]!r}: {why}"
-    return ''
 
 def _setting_error(kw, d, v): # the option's argparse keywords and default, and a value saved for it
-    "Why `v` is not a value the parser could give for the option ('' if it is)"
-    if 'choices' in kw: return '' if v in kw['choices'] else f"must be one of {', '.join(kw['choices'])}"
-    if d is False: return '' if type(v) is bool else "must be True or False"
-    if v is None and d is None: return ''
+    "Why `v` is not a value the parser could give for the option (None if it is): `v` written out, then parsed"
+    if 'choices' in kw: return None if v in kw['choices'] else f"must be one of {', '.join(kw['choices'])}"
+    if d is False: return None if type(v) is bool else "must be True or False"
+    if v is None and d is None: return None
     try: got = kw.get('type', str)(str(v))
     except argparse.ArgumentTypeError as e: return str(e)
     if type(got) is not type(v): return f"must be {type(got).__name__}, not {type(v).__name__}"
-    return '' if got == v else f"would be read as {got!r}"
+    if got != v: return f"would be read as {got!r}"
 
 # %% ../nbs/11_cli.ipynb #465f8e29
 def run_title(a): # the run's settings
@@ -236,15 +234,20 @@ def run_title(a): # the run's settings
 def _note_unfinished(out):
     from minifast_nb.checkpoint import read_checkpoint
     with contextlib.suppress(OSError, ValueError):
-        if not read_checkpoint(out/'checkpoint.pt')['finished']: print("minifast_train: note: this new run replaces "
-            f"the checkpoint of the unfinished run in {out} (add --resume to continue that one)", file=sys.stderr)
+        if not read_checkpoint(out/'checkpoint.pt')['finished']: _tell("note: this new run replaces the checkpoint of "
+            f"the unfinished run in {out} (add --resume to continue that one)")
 
-def _stopped(args, signum, trained=False): # `trained`: the signal came after the training, as the results were written
-    "Say how to go on from the checkpoint after signal `signum`; the exit status"
-    ck, again = Path(args.out)/'checkpoint.pt', f"minifast_train --out {shlex.quote(args.out)} --resume"
-    how = (f" while the results were written; the training is finished and saved in {ck}: {again} writes any results "
-           "that are missing") if trained else f"; the training so far is saved in {ck}: continue it with {again}"
-    return _fail(('interrupted' if signum == SIGINT else 'terminated') + how, 128 + signum)
+def _stopped(sig, e=None, how=''): # the `Signals`; what the run raised; what to say after 'interrupted'
+    "If a signal stopped the run (the first in `sig.got`, or the one `e` is raised for), say so: the exit status"
+    from minifast_nb.runs import Terminated
+    if s := sig.got[0] if sig.got else {KeyboardInterrupt: SIGINT, Terminated: SIGTERM}.get(type(e)):
+        return _tell(('interrupted' if s == SIGINT else 'terminated') + how, 128 + s)
+
+def _go_on(out, trained): # the output folder; whether the training is finished (its results may not be written)
+    ck, again = Path(out)/'checkpoint.pt', f"minifast_train --out {shlex.quote(out)} --resume"
+    if not trained: return f"; the training so far is saved in {ck}: continue it with {again}"
+    return (f" while the results were written; the training is finished and saved in {ck}: {again} writes any "
+            "results that are missing")
 
 # %% ../nbs/11_cli.ipynb #dfb1c224
 def run(args, argv, sig):
@@ -252,7 +255,7 @@ def run(args, argv, sig):
     from minifast_nb.checkpoint import CheckpointCallback, rank_world
     from minifast_nb.distributed import init_distributed, on_main
     from minifast_nb.precision import set_threads
-    from minifast_nb.runs import Terminated, launch_children, results_whole, run_header, usable_device
+    from minifast_nb.runs import launch_children, results_whole, run_header, usable_device
     args, run_id, ck = start(args)
     if ck and ck['finished'] and results_whole(args.out, run_id):  # nothing to train, nothing to write
         _say(f"the run in {args.out} is already finished; its results are there"); return 0
@@ -269,17 +272,15 @@ def run(args, argv, sig):
         _say(run_header(args.data, data, device, args.precision, args.threads))
         if args.find_lr: return find_lr(args, data, device, out)
         ckpt = CheckpointCallback(out/'checkpoint.pt', resume=ck or False, extra=dict(args=vars(args), run_id=run_id))
-        trained = False
-        try:
-            with sig.finishing():  # once trained, a first signal lets the results be written; a second one stops that
-                with sig.saving(ckpt): runner, model = train(args, data, device, ckpt)
-                if ckpt.interrupted: return _stopped(args, sig.got[-1] if sig.got else SIGINT)
-                trained = True
-                summary = _write_results(args, out, runner, model, run_id)
-        except BaseException as e:  # once trained: a signal, or any error after one (an interrupted write may break)
-            if not trained or not (sig.got or isinstance(e, (KeyboardInterrupt, Terminated))): raise
-            return _stopped(args, sig.got[-1] if sig.got else SIGTERM if isinstance(e, Terminated) else SIGINT, True)
-    if sig.got: return _stopped(args, sig.got[-1], trained=True)
+        with sig.finishing():  # once trained, a first signal lets the results be written; a second one stops that
+            with sig.saving(ckpt): runner, model = train(args, data, device, ckpt)
+            if ckpt.interrupted:  # by a signal; on a process it did not reach, as by Ctrl-C
+                return _stopped(sig, KeyboardInterrupt(), _go_on(args.out, False))
+            try: summary = _write_results(args, out, runner, model, run_id)
+            except BaseException as e:  # after a signal, any error is the interruption (an interrupted write may break)
+                if status := _stopped(sig, e, _go_on(args.out, True)): return status
+                raise
+    if status := _stopped(sig, how=_go_on(args.out, True)): return status
     _say(summary); return 0
 
 def _write_results(args, out, runner, model, run_id):
@@ -315,11 +316,10 @@ def main(argv=None):
         try:
             _mask(signal.SIG_UNBLOCK)  # a signal that came while importing is handled now
             return run(args, argv, sig)
-        except CliError as e: return _fail(f"error: {e}", 1)
+        except CliError as e: return _tell(f"error: {e}", 1)
         except BaseException as e:  # after a signal, any error is the interruption (an interrupted library may break)
-            s = sig.got[0] if sig.got else {KeyboardInterrupt: SIGINT, runs.Terminated: SIGTERM}.get(type(e))
-            if s: return _fail('interrupted' if s == SIGINT else 'terminated', 128 + s)
-            if isinstance(e, OSError): return _fail('; '.join([f"error: {e}", *getattr(e, '__notes__', ())]), 1)
+            if status := _stopped(sig, e): return status
+            if isinstance(e, OSError): return _tell('; '.join([f"error: {e}", *getattr(e, '__notes__', ())]), 1)
             raise  # a bug: its traceback helps
         finally:
             from minifast_nb.distributed import destroy_distributed; destroy_distributed()
