@@ -135,9 +135,9 @@ def _portable(e):  # `e` if it survives pickling (to be sent to the other ranks)
     except Exception: return RuntimeError(f"{type(e).__name__}: {e}")
 
 # %% ../nbs/07_distributed.ipynb #b0ca2f95
-def _post(want:Decision, key:int, asks=(False, False), grads:bool=False)->tuple:
+def _post(want:Decision, key:int, flags=(False, False), grads:bool=False)->tuple:
     "Send a decision (as `agree` does) without waiting: `(tensor, work)`, for `agree(posted=...)` to wait for"
-    t = torch.tensor([want, key, -key, *map(int, asks[:2]), int(grads)])  # grads: see "Deciding early" below
+    t = torch.tensor([want, key, -key, *map(int, flags[:2]), int(grads)])  # grads: see "Deciding early" below
     try: return t, dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_ctrl['group'], async_op=True)
     except BaseException: _ctrl['done'] = True; raise
 
@@ -145,15 +145,15 @@ def _post(want:Decision, key:int, asks=(False, False), grads:bool=False)->tuple:
 def agree(want:Decision=Decision.GO, # what this rank wants
           key:int=0, # names the decision point; checked when all go on
           err:BaseException|None=None, # this rank's error, with ERROR
-          asks:list|None=None, # this rank's 2 flags (a checkpoint's save, stop); set to any rank's, + gradients kept
+          flags:list|None=None, # this rank's 2 flags (a checkpoint's save, stop); set to any rank's, + gradients kept
           posted:tuple|None=None)->Decision: # a decision that `_post` sent already (with `want`, `key`): its answer
     "The largest `want` over the ranks (this rank's own without a group); ERROR raises the first failing rank's error"
     if not is_distributed(): return Decision(want)
-    t, sent = posted or _post(want, key, asks or (False, False))
+    t, sent = posted or _post(want, key, flags or (False, False))
     try: sent.wait()
     except BaseException: _ctrl['done'] = True; raise  # the group is broken: no more decisions
     top, hi, lo, *anys = t.tolist()
-    if asks is not None: asks[:] = map(bool, anys)
+    if flags is not None: flags[:] = map(bool, anys)
     out_of_step = top == Decision.GO and hi != -lo
     if top >= Decision.STOP or out_of_step: _ctrl['done'] = True  # all ranks know that the fit ends: nobody sends again
     if out_of_step: raise RuntimeError(f"rank {dist.get_rank()} is out of step with the other ranks: every process "
@@ -190,7 +190,7 @@ class DistributedCallback(Callback):
                  join:float=120., # seconds a rank waits for all to join the group (see `init_distributed`)
                  **ddp_kwargs): # passed on to `DistributedDataParallel`
         self.backend, self.timeout, self.join, self.ddp_kwargs = backend, timeout, join, ddp_kwargs
-        self._data = self._outer = self._posted = self._confirm = self._last_xb = None  # set by begin_fit, `predict`
+        self._data = self._handled = self._posted = self._confirm = self._last_xb = None  # set by begin_fit, `predict`
         if rank_world()[1] > 1 and torch.cuda.is_available():  # one GPU per process: its rank on this machine's
             torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
     on_main = staticmethod(on_main)  # for CheckpointCallback, with `rank`, `world`, `decide_save` and `gather` below
@@ -198,16 +198,16 @@ class DistributedCallback(Callback):
 # %% ../nbs/07_distributed.ipynb #70865ba2
 @patch
 def begin_fit(self:DistributedCallback):
-    run, self._outer = self.run, sys.exc_info()[1]  # _outer: an error handled around `fit`, not this fit's
+    run, self._handled = self.run, sys.exc_info()[1]  # _handled: an error handled around `fit`, not this fit's
     if not any(p.requires_grad for p in run.model.parameters()): raise ValueError(f"DistributedCallback trains "
         f"parameters: {type(run.model).__name__} has no parameter that requires a gradient (give it some)")
     self._data = run.data  # after_fit gives it back, and knows from it that this fit's begin_fit got this far
     init_distributed(self.backend, self.timeout, model_device(run.model), self.join)
     (self.rank, self.world), _ctrl['done'], self.ddp = rank_world(), False, None
-    self.share, self._pad, self._stage = 1 / self.world, None, None  # _stage: see `after_backward`
+    self.share, self._pad_stats, self._stage = 1 / self.world, None, None  # _stage: see `after_batch`
     self._posted = self._confirm = self._last_xb = None  # decisions on their way (see `predict`), a batch
     self._params = list(run.model.parameters())
-    self._asked, self._agreed, self._epoch_ending, self._epoch_cancelled = [False] * 2, [False] * 2, False, False
+    self._to_send, self._heard, self._epoch_ending, self._epoch_cancelled = [False] * 2, [False] * 2, False, False
     self._cks = [cb for cb in run.cbs if isinstance(cb, CheckpointCallback)]
     self._fit = run.epochs, len(run.data.train_dl), len(run.data.valid_dl)  # checked at each epoch: the same fit
     data = copy.copy(run.data)
@@ -234,30 +234,36 @@ def begin_batch(self:DistributedCallback):
     sizes = getattr(getattr(dl, 'sampler', None), 'sizes', None)
     n, total, first = sizes[run.iter] if sizes else (1, self.world, -1)  # torch's DistributedSampler: equal shares
     self.share, self._bkey = n / total, _key(Point.BATCH, run.epoch, run.iter, first)
-    if n == 0: self._pad = [(st, st.state_dict()) for st in _stats(run) if st.in_train == run.in_train]
+    if n == 0: self._pad_stats = [(st, st.state_dict()) for st in _stats(run) if st.in_train == run.in_train]
 
 # %% ../nbs/07_distributed.ipynb #152eda9c
 @patch
-def _post_asks(self:DistributedCallback, want:Decision, key:int, grads:bool=False)->tuple:
+def _post_requests(self:DistributedCallback, want:Decision, key:int, grads:bool=False)->tuple:
     "`_post` a decision with what the checkpoints were asked (save, stop) since the last one"
-    for ck in self._cks: self._asked = [a or b for a, b in zip(self._asked, ck.requests())]
-    posted, self._asked = _post(want, key, self._asked, grads), [False, False]  # on their way
+    for ck in self._cks: self._to_send = [a or b for a, b in zip(self._to_send, ck.requests())]
+    posted, self._to_send = _post(want, key, self._to_send, grads), [False, False]  # on their way
     return posted
 @patch
-def _meet(self:DistributedCallback, want:Decision, key:int, keep:Decision=Decision.GO, posted=None)->Decision:
-    "Decide with the others (`posted` already, or now); raise the agreed cancel above `want` but `keep`"
-    self._got = []  # any rank's flags: save, stop, and whether gradients were kept from earlier batches
-    d = agree(want, key, asks=self._got, posted=posted or self._post_asks(want, key))
-    self._agreed = [a or b for a, b in zip(self._agreed, self._got)]
+def _cancel(self:DistributedCallback, d:Decision, want:Decision=Decision.GO, drop_grads:bool=False)->Decision:
+    "Raise the cancel of `d`, which the ranks agreed, if more than `want` (dropping the batch's gradients if asked)"
+    if drop_grads:
+        for p in self._params: p.grad = None
     if d == Decision.END_EPOCH: self._epoch_ending = True
-    if d <= want or d == keep: return d
+    if d <= want: return d
     self._stage = 'agreed'  # the batch's handlers below do not tell it again
     raise _CANCELS[d]()
 @patch
+def _meet(self:DistributedCallback, want:Decision, key:int, keep:Decision=Decision.GO, posted=None)->tuple:
+    "Decide with the others (`posted` already, or now), `_cancel` above `want` but `keep`: `(d, a rank kept gradients)`"
+    flags = []  # any rank's: save, stop, and whether it kept gradients from earlier batches
+    d = agree(want, key, flags=flags, posted=posted or self._post_requests(want, key))
+    self._heard = [a or b for a, b in zip(self._heard, flags)]
+    return self._cancel(d, d if d == keep else want), any(flags[2:])
+@patch
 def _decide_batch(self:DistributedCallback):  # by `_Tail`, after every other `before_backward`
     self._stage, w, posted, self._posted = 'decided', self.world * self.share, self._posted, None
-    self._meet(Decision.GO, self._bkey, posted=posted)  # sent by `predict`, or now
-    if posted and self._got[2]: self._meet(Decision.GO, self._bkey)  # a rank keeps gradients: decide again, now
+    _, kept = self._meet(Decision.GO, self._bkey, posted=posted)  # sent by `predict`, or now
+    if posted and kept: self._meet(Decision.GO, self._bkey)  # a rank keeps gradients: decide again, now
     elif posted: self._confirm = _post(Decision.GO, self._bkey)  # did a rank leave the batch since? (after backward)
     if w != 1 and self.ddp.require_backward_grad_sync: _weigh(self.run.model, self.run.loss, w)  # not in `no_sync`
 
@@ -268,7 +274,7 @@ def predict(self:DistributedCallback):
     if not run.in_train: run.pred = run.model(run.xb); return  # validation: no gradients to exchange
     if self.ddp.require_backward_grad_sync:  # DDP's all-reduce in this batch's backward: decide early
         grads = any(p.grad is not None for p in self._params)  # kept from earlier batches
-        self._posted, self._stage = self._post_asks(Decision.GO, self._bkey, grads), 'posted'
+        self._posted, self._stage = self._post_requests(Decision.GO, self._bkey, grads), 'posted'
     run.pred = self.ddp(run.xb)
     self._last_xb = run.xb  # for `_zero_backward`
 
@@ -276,13 +282,8 @@ def predict(self:DistributedCallback):
 @patch
 def after_backward(self:DistributedCallback):
     self._stage, confirm, self._confirm = 'backward', self._confirm, None
-    if confirm and (d := agree(Decision.GO, self._bkey, posted=confirm)) != Decision.GO: self._drop(d)
-@patch
-def _drop(self:DistributedCallback, d:Decision):
-    for p in self._params: p.grad = None
-    if d == Decision.END_EPOCH: self._epoch_ending = True
-    self._stage = 'agreed'
-    raise _CANCELS[d]()
+    d = agree(Decision.GO, self._bkey, posted=confirm) if confirm else Decision.GO
+    if d != Decision.GO: self._cancel(d, drop_grads=True)  # the ranks drop the batch
 
 # %% ../nbs/07_distributed.ipynb #b531e84f
 def _outputs(o):  # the tensors that need a gradient in a model's output: a tensor, or lists, tuples, dicts of them
@@ -295,17 +296,14 @@ def _zero_backward(self:DistributedCallback):
     torch.autograd.backward(outs, [torch.zeros_like(t) for t in outs])  # no usable forward pass: one more, above
 @patch
 def _leave(self:DistributedCallback, want:Decision, err=None):
-    got, posted, self._posted = [], self._posted, None
-    d = agree(Decision.GO, self._bkey, asks=got, posted=posted)  # what every rank read before backward
-    self._agreed = [a or b for a, b in zip(self._agreed, got)]
-    if d == Decision.GO and not got[2]:  # the others are in backward
+    posted, self._posted = self._posted, None
+    d, kept = self._meet(want, self._bkey, posted=posted)  # what every rank read before backward (`predict` sent GO)
+    if d == Decision.GO and not kept:  # the others are in backward
         confirm = _post(want, _key(Point.TOLD))
         try: self._zero_backward()
         finally: d = agree(want, _key(Point.TOLD), err, posted=confirm)
-        for p in self._params: p.grad = None
-    elif d < want: d = self._meet(want, _key(Point.TOLD)) if err is None else agree(want, _key(Point.TOLD), err)
-    if d == Decision.END_EPOCH: self._epoch_ending = True
-    if d > want: self._stage = 'agreed'; raise _CANCELS[d]()
+        self._cancel(d, want, drop_grads=True)
+    elif d < want: self._meet(want, _key(Point.TOLD)) if err is None else agree(want, _key(Point.TOLD), err)
 
 # %% ../nbs/07_distributed.ipynb #d42ecad1
 _LATE = "cannot be agreed between processes (the others are in backward or stepped already): "
@@ -317,8 +315,8 @@ def after_cancel_batch(self:DistributedCallback):
         f"a CancelBatchException after backward {_LATE}raise it from begin_batch to before_backward")
 @patch
 def after_batch(self:DistributedCallback):
-    for st, sd in self._pad or []: st.load_state_dict(sd, model_device(self.run.model))
-    stage, self._stage, self._pad = self._stage, None, None
+    for st, sd in self._pad_stats or []: st.load_state_dict(sd, model_device(self.run.model))
+    stage, self._stage, self._pad_stats = self._stage, None, None
     if stage == 'agreed' or _ctrl['done']: return
     if stage == 'decided':
         if self._confirm: self._zero_backward(); agree(Decision.GO, self._bkey, posted=self._confirm)  # the others
@@ -337,7 +335,7 @@ def after_cancel_epoch(self:DistributedCallback): self._epoch_cancelled = True  
 def after_epoch(self:DistributedCallback):
     want = Decision.END_EPOCH if self._epoch_cancelled and not self._epoch_ending else Decision.GO  # own, untold
     key, self._epoch_cancelled = _key(Point.EPOCH_END, self.run.epoch), False
-    while self._meet(want, key, keep=Decision.END_EPOCH) == Decision.END_EPOCH: want = Decision.GO
+    while self._meet(want, key, keep=Decision.END_EPOCH)[0] == Decision.END_EPOCH: want = Decision.GO
     self._epoch_ending = False  # every rank is here: a checkpoint may save the epoch's end
     reduce_stats(_stats(self.run))
 
@@ -349,7 +347,7 @@ def after_fit(self:DistributedCallback):
     run.__dict__.pop('processes', None)
     if data is None: init_distributed(self.backend, self.timeout, model_device(run.model), self.join)  # to tell
     elif _ctrl.get('done', True): return
-    done = err is None or err is self._outer  # an error handled around `fit` is not this fit's
+    done = err is None or err is self._handled  # an error handled around `fit` is not this fit's
     want, err = (Decision.STOP, None) if done else (Decision.ERROR, err)
     if self._posted: return self._leave(want, err)  # it failed after `predict` sent GO
     if self._confirm: agree(Decision.GO, self._bkey, posted=self._confirm); self._confirm = None  # read it first
@@ -371,10 +369,10 @@ class _Tail(Callback):
 # save here? then stop? as the ranks agreed
 @patch
 def decide_save(self:DistributedCallback, due:bool, save:bool, stop:bool)->tuple:
-    self._asked = [self._asked[0] or save, self._asked[1] or stop]
+    self._to_send = [self._to_send[0] or save, self._to_send[1] or stop]
     if self._epoch_ending or _ctrl['done']: return False, False  # the ranks may be at different batches
-    save, self._agreed[0] = self._agreed[0], False
-    return due or save, self._agreed[1]
+    save, self._heard[0] = self._heard[0], False
+    return due or save, self._heard[1]
 @patch
 def gather(self:DistributedCallback, part)->list|None:  # every rank's `part` on rank 0 in rank order (None elsewhere)
     self._meet(Decision.GO, _key(Point.SAVE, self.run.epoch, self.run.n_iter))  # a rank that stops tells it here
