@@ -270,7 +270,8 @@ def write_checkpoint(obj, path)->Path|None:
 class SingleProcess:
     "The processes that train a run, as a `CheckpointCallback` asks them: here one, alone"
     rank, world = 0, 1
-    def decide_save(self, due:bool, save:bool, stop:bool)->tuple: return due or save, stop  # save here? then stop?
+    def decide_save(self, ck, due:bool)->tuple:  # save here? then stop? (`due`: a save is due here)
+        save, stop = ck.requests(); return due or save, stop  # what `ck` (a `CheckpointCallback`) was asked
     def gather(self, part)->list: return [part]  # every process's own part, on the main process
     def on_main(self, f, *args): return f(*args)  # `f` on the main process, the others waiting
 
@@ -337,7 +338,7 @@ def save(self:CheckpointCallback, epoch:int, it:int, finished:bool=False):
 @patch
 def _save_point(self:CheckpointCallback, epoch:int, it:int, due:bool=True, finished:bool=False):
     "Save position (`epoch`, `it`) if `due` or asked, then stop the fit if asked"
-    save, stop = self.procs.decide_save(due, *self.requests())
+    save, stop = self.procs.decide_save(self, due)
     if save: self.save(epoch, it, finished)
     if stop: self.interrupted = True; raise CancelTrainException()
 

@@ -238,9 +238,12 @@ def begin_batch(self:DistributedCallback):
 
 # %% ../nbs/07_distributed.ipynb #152eda9c
 @patch
+def _take_requests(self:DistributedCallback):  # this rank's one reader of its checkpoints' requests
+    for ck in self._cks: self._to_send = [a or b for a, b in zip(self._to_send, ck.requests())]
+@patch
 def _post_requests(self:DistributedCallback, want:Decision, key:int, grads:bool=False)->tuple:
     "`_post` a decision with what the checkpoints were asked (save, stop) since the last one"
-    for ck in self._cks: self._to_send = [a or b for a, b in zip(self._to_send, ck.requests())]
+    self._take_requests()
     posted, self._to_send = _post(want, key, self._to_send, grads), [False, False]  # on their way
     return posted
 @patch
@@ -368,8 +371,8 @@ class _Tail(Callback):
 # %% ../nbs/07_distributed.ipynb #a9373f0a
 # save here? then stop? as the ranks agreed
 @patch
-def decide_save(self:DistributedCallback, due:bool, save:bool, stop:bool)->tuple:
-    self._to_send = [self._to_send[0] or save, self._to_send[1] or stop]
+def decide_save(self:DistributedCallback, ck, due:bool)->tuple:
+    self._take_requests()  # sent at the next decision point
     if self._epoch_ending or _ctrl['done']: return False, False  # the ranks may be at different batches
     save, self._heard[0] = self._heard[0], False
     return due or save, self._heard[1]
