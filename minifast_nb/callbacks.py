@@ -310,6 +310,14 @@ class AvgStatsCallback(Callback):
         dev = model_device(self.run.model)
         for k, s in (('train', self.train_stats), ('valid', self.valid_stats)): s.load_state_dict(sd[k], dev)
 
+# %% ../nbs/04_callbacks.ipynb #9fe1fb00
+@patch
+def stats(self:AvgStatsCallback)->dict:
+    "This epoch's averages by name: 'train_loss', 'train_<metric>' for each metric, then the same for 'valid'"
+    names = ['loss'] + [getattr(m, '__name__', type(m).__name__) for m in self.train_stats.metrics]
+    return {f'{phase}_{n}': v for phase, st in (('train', self.train_stats), ('valid', self.valid_stats))
+            for n, v in zip(names, st.avg_stats)}
+
 # %% ../nbs/04_callbacks.ipynb #4a13ea51
 class TerminateOnNaNCallback(Callback):
     "Raise `FloatingPointError` as soon as the loss is NaN or infinite (checked before `backward`)"

@@ -439,12 +439,9 @@ def _metric_getter(run, name):
     cb = run.find_cb(AvgStatsCallback)
     if cb is None: raise ValueError(f"a tracker monitoring {name!r} needs an AvgStatsCallback in the Runner: add one, "
                                     f"or pass monitor=a function of the runner")
-    names = ['loss'] + [getattr(m, '__name__', '') for m in cb.train_stats.metrics]
-    phase, metric = name.split('_', 1) if name.startswith(('train_', 'valid_')) else ('valid', name)
-    choices = [f'{p}_{m}' for p in ('train', 'valid') for m in names]
-    if metric not in names: raise ValueError(f"unknown metric {name!r}: choose one of {choices}")
-    stats = cb.train_stats if phase == 'train' else cb.valid_stats
-    return lambda run: stats.avg_stats[names.index(metric)]
+    key = name if name.startswith(('train_', 'valid_')) else f'valid_{name}'
+    if key not in (choices := list(cb.stats())): raise ValueError(f"unknown metric {name!r}: choose one of {choices}")
+    return lambda run: cb.stats()[key]
 
 # %% ../nbs/06_checkpoint.ipynb #d10a461d
 class TrackerCallback(Callback):

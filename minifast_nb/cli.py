@@ -255,7 +255,8 @@ def run(args, argv, sig):
     from minifast_nb.checkpoint import CheckpointCallback, rank_world
     from minifast_nb.distributed import init_distributed, on_main
     from minifast_nb.precision import set_threads
-    from minifast_nb.runs import launch_children, results_whole, run_header, usable_device
+    from minifast_nb.callbacks import usable_device
+    from minifast_nb.runs import launch_children, results_whole, run_header
     args, run_id, ck = start(args)
     if ck and ck['finished'] and results_whole(args.out, run_id):  # nothing to train, nothing to write
         _say(f"the run in {args.out} is already finished; its results are there"); return 0

@@ -13,7 +13,7 @@ from .datasets import get_digits, get_mnist, normalize
 from .data import Dataset, get_dls, DataBunch
 from .loss import accuracy
 from .callbacks import (Callback, AvgStatsCallback, Runner, DeviceCallback, mlp, ProgressCallback,
-    TerminateOnNaNCallback, usable_device)
+    TerminateOnNaNCallback)
 from .annealing import LR_Find, Recorder, ParamScheduler, combine_scheds, cos_1cycle_anneal
 from .checkpoint import (TrackerCallback, BestModelCallback, EarlyStoppingCallback, write_atomic,
     write_set, check_targets, is_main_process, rank_world, new_folder, remove_stale_parts)
@@ -35,22 +35,15 @@ def _row(vals):
     return f'{epoch:>5}' + ''.join(f'{v:16.4f}' if abs(v) < 1e6 else f'{v:16.4g}' for v in stats) + f'{t:16.3f}'
 
 # %% ../nbs/10_runs.ipynb #r10a0012
-def _stat_cols(avg): # an `AvgStatsCallback`
-    "The names of `avg`'s averages: 'train_loss', then 'train_<metric>' for each metric, then the same for 'valid'"
-    names = ['loss'] + [m.__name__ for m in avg.train_stats.metrics]
-    return [f'{p}_{n}' for p in ('train', 'valid') for n in names]
-
-def _epoch_stats(avg): return [*avg.train_stats.avg_stats, *avg.valid_stats.avg_stats]
-
 class EpochTable(AvgStatsCallback):
     "`AvgStatsCallback`'s averages printed as one row per epoch (counted from 1), and kept in `rows` with the time"
-    def begin_fit(self): self.rows, self.cols, self.shown = [], ['epoch', *_stat_cols(self), 'time'], False
+    def begin_fit(self): self.rows, self.cols, self.shown = [], ['epoch', *self.stats(), 'time'], False
     def begin_epoch(self):
         super().begin_epoch()
         if not self.shown: self.run.logger(_header(self.cols)); self.shown = True  # not for a fit with no epoch
         self.t0 = time.perf_counter()
     def after_epoch(self):
-        self.rows.append(dict(zip(self.cols, [self.run.epoch + 1, *_epoch_stats(self), time.perf_counter() - self.t0])))
+        self.rows.append(dict(zip(self.cols, [self.run.epoch + 1, *self.stats().values(), time.perf_counter() - self.t0])))
         self.run.logger(_row(list(self.rows[-1].values())))
     def state_dict(self): return {**super().state_dict(), 'rows': self.rows}  # a resumed run keeps the earlier rows
     def load_state_dict(self, sd): super().load_state_dict(sd); self.rows = [dict(r) for r in sd['rows']]
@@ -75,7 +68,7 @@ class CSVLogger(Callback):
         self.avg = self.run.find_cb(EpochTable) or self.run.find_cb(AvgStatsCallback)  # the table, if there is one
         if not self.avg: raise ValueError("CSVLogger writes the averages of an AvgStatsCallback: add one, or an "
                                           "EpochTable, to the Runner's callbacks")
-        self.cols, self.rows = ['epoch', *_stat_cols(self.avg), 'time'], None
+        self.cols, self.rows = ['epoch', *self.avg.stats(), 'time'], None
     def begin_epoch(self): self.t0 = time.perf_counter()
     def after_epoch(self):
         if self.rows is None: self.rows = self._kept()  # a resumed run's `epoch` is set by now
@@ -84,7 +77,7 @@ class CSVLogger(Callback):
     def _row(self):
         "This epoch's row: the table's own (same numbers, same time), or the averages and this logger's clock"
         if isinstance(self.avg, EpochTable): return list(self.avg.rows[-1].values())
-        return [self.run.epoch + 1, *_epoch_stats(self.avg), time.perf_counter() - self.t0]
+        return [self.run.epoch + 1, *self.avg.stats().values(), time.perf_counter() - self.t0]
     def _kept(self):
         "The rows of the epochs before `run.epoch` in the file `path` (a resumed run's), if it has our columns"
         if not self.run.epoch or not self.path.exists(): return []
@@ -111,7 +104,7 @@ class TensorBoardCallback(Callback):
             self.buf.append((run.n_iter + 1, run.loss.detach(), run.opt.param_groups[-1]['lr']))
     def after_epoch(self):
         avg = self.run.find_cb(AvgStatsCallback)
-        if self.writer: self._flush(dict(zip(_stat_cols(avg), _epoch_stats(avg))) if avg else {})
+        if self.writer: self._flush(avg.stats() if avg else {})
     def after_fit(self):
         if self.writer: self._flush({}); self.writer.close(); self.writer = None  # and the batches of a stopped epoch
     def _flush(self, stats:dict):
