@@ -15,7 +15,7 @@ from .callbacks import Callback
 # %% ../nbs/08b_gradients.ipynb #dd8e0be0
 class GradientClip(Callback):
     "Before each optimizer step, scale the gradients down so that their norm (all as one vector) is at most `max_norm`"
-    _order, stateless = 1, True
+    _order, stateless = 1, True  # after MixedPrecision (-5), whose before_step unscales float16's gradients
     def __init__(self, max_norm:float): # the largest norm of the gradients: a finite number > 0
         self.max_norm, self.norm = check_float(max_norm, 'max_norm', 0, exclusive=True), None
     def before_step(self):  # the gradients the step uses: a window's whole, unscaled in float16

@@ -43,7 +43,8 @@ class EpochTable(AvgStatsCallback):
         if not self.shown: self.run.logger(_header(self.cols)); self.shown = True  # not for a fit with no epoch
         self.t0 = time.perf_counter()
     def after_epoch(self):
-        self.rows.append(dict(zip(self.cols, [self.run.epoch + 1, *self.stats().values(), time.perf_counter() - self.t0])))
+        row = [self.run.epoch + 1, *self.stats().values(), time.perf_counter() - self.t0]
+        self.rows.append(dict(zip(self.cols, row)))
         self.run.logger(_row(list(self.rows[-1].values())))
     def state_dict(self): return {**super().state_dict(), 'rows': self.rows}  # a resumed run keeps the earlier rows
     def load_state_dict(self, sd): super().load_state_dict(sd); self.rows = [dict(r) for r in sd['rows']]
